@@ -1,0 +1,132 @@
+"""The ``dw-pipe`` command line: thin wrappers over the library.
+
+Logging and progress bars are configured here, once, in the app callback;
+library modules only take named loggers. Each command that mirrors a DVC
+stage reads its ``params.yaml`` section unless told otherwise. A failure
+the user can fix ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from pipeline.audio import MissingToolError
+from pipeline.config import DEFAULT_PARAMS, ConfigError, load_section
+from pipeline.ct2_format import CT2FormatError
+from pipeline.ct2_import import CT2ImportError
+from pipeline.models import ImportModelsConfig, ModelSpecError, ct2_source, import_models, parse_model_spec
+from pipeline.progress import set_progress
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    CT2FormatError,
+    CT2ImportError,
+    ModelSpecError,
+    MissingToolError,
+    FileExistsError,
+    FileNotFoundError,
+)
+F = TypeVar("F", bound=Callable)
+log = logging.getLogger("dw_pipe")
+
+app = typer.Typer(
+    name="dw-pipe",
+    help="Offline teacher-logit distillation for multilingual Whisper (DistilWhisper).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+@app.callback()
+def main_callback(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    progress: Annotated[bool | None, typer.Option(help="Progress bars (default: on when stderr is a terminal).")] = None,
+) -> None:
+    configure_logging(log_level)
+    set_progress(sys.stderr.isatty() if progress is None else progress)
+
+
+def user_errors(func: F) -> F:
+    """Turn the errors a user can fix into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command("import-ct2")
+@user_errors
+def import_ct2_cmd(
+    src: Annotated[str, typer.Argument(help="A CTranslate2 Whisper folder, or embedded:whisper-base.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the Hugging Face checkpoint (created).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds something else.")] = False,
+) -> None:
+    """Convert a CTranslate2 Whisper checkpoint into a complete Hugging Face checkpoint."""
+    from pipeline.ct2_import import import_ct2
+
+    result = import_ct2(ct2_source(parse_model_spec(src)), out, overwrite=overwrite)
+    typer.echo(f"{out}: {'already up to date' if result.skipped else 'written'} (source sha256 {result.source_sha256[:12]})")
+
+
+@app.command("import-models")
+@user_errors
+def import_models_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the import_models section from.")] = DEFAULT_PARAMS,
+    out_dir: Annotated[Path | None, typer.Option(help="Override import_models.out_dir.")] = None,
+) -> None:
+    """Stage import_models: materialize every model spec of params.yaml as an HF checkpoint."""
+    config = load_section(ImportModelsConfig, "import_models", params, out_dir=str(out_dir) if out_dir else None)
+    record = import_models(config, overwrite=True)
+    typer.echo(json.dumps(record, indent=2))
+
+
+def run_stage(name: str, body: Callable[[], None]) -> None:
+    """Entry point shared by ``stages/*.py``: logging, timing, one-line errors."""
+    configure_logging()
+    set_progress(sys.stderr.isatty())
+    start = time.perf_counter()
+    try:
+        body()
+    except USER_ERRORS as exc:
+        print(f"error: stage {name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    seconds = time.perf_counter() - start
+    log.info("stage %s finished in %.1f s", name, seconds)
+    timings = Path("logs") / "stage_times.jsonl"
+    timings.parent.mkdir(exist_ok=True)
+    with timings.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"stage": name, "seconds": round(seconds, 2), "at": time.time()}) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
