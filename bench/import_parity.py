@@ -40,7 +40,9 @@ def main() -> None:
     print(f"{'check':<44} {'result':>20}")
     print(f"{'variables compared (fp16 re-conversion)':<44} {report['variables_compared']:>20}")
     print(f"{'variables differing':<44} {len(report['variables_different']):>20}")
-    print(f"{'missing / extra variables':<44} {len(report['variables_missing']):>9} / {len(report['variables_extra']):<8}")
+    print(
+        f"{'missing / extra variables':<44} {len(report['variables_missing']):>9} / {len(report['variables_extra']):<8}"
+    )
     print(f"{'greedy agreement (transformers vs CT2 fp32)':<44} {report['agree']:>14} of {report['utterances']:<3}")
     for row in report["per_utterance"]:
         mark = "ok" if row["agree"] else "DIFFERS"

@@ -16,10 +16,12 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from pipeline.errors import DwPipeError
+
 SAMPLE_RATE = 16_000
 
 
-class MissingToolError(RuntimeError):
+class MissingToolError(DwPipeError, RuntimeError):
     """A system program the pipeline needs is not installed."""
 
 

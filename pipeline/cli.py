@@ -12,29 +12,18 @@ import functools
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
-from pipeline.audio import MissingToolError
-from pipeline.config import DEFAULT_PARAMS, ConfigError, load_section
-from pipeline.ct2_format import CT2FormatError
-from pipeline.ct2_import import CT2ImportError
-from pipeline.models import ImportModelsConfig, ModelSpecError, ct2_source, import_models, parse_model_spec
+from pipeline.config import DEFAULT_PARAMS, load_section
+from pipeline.errors import USER_ERRORS
+from pipeline.models import ImportModelsConfig, ct2_source, import_models, parse_model_spec
 from pipeline.progress import set_progress
+from pipeline.stage import configure_logging
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    CT2FormatError,
-    CT2ImportError,
-    ModelSpecError,
-    MissingToolError,
-    FileExistsError,
-    FileNotFoundError,
-)
 F = TypeVar("F", bound=Callable)
 log = logging.getLogger("dw_pipe")
 
@@ -47,20 +36,12 @@ app = typer.Typer(
 )
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-
-
 @app.callback()
 def main_callback(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
-    progress: Annotated[bool | None, typer.Option(help="Progress bars (default: on when stderr is a terminal).")] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bars (default: on when stderr is a terminal).")
+    ] = None,
 ) -> None:
     configure_logging(log_level)
     set_progress(sys.stderr.isatty() if progress is None else progress)
@@ -91,7 +72,9 @@ def import_ct2_cmd(
     from pipeline.ct2_import import import_ct2
 
     result = import_ct2(ct2_source(parse_model_spec(src)), out, overwrite=overwrite)
-    typer.echo(f"{out}: {'already up to date' if result.skipped else 'written'} (source sha256 {result.source_sha256[:12]})")
+    typer.echo(
+        f"{out}: {'already up to date' if result.skipped else 'written'} (source sha256 {result.source_sha256[:12]})"
+    )
 
 
 @app.command("import-models")
@@ -104,24 +87,6 @@ def import_models_cmd(
     config = load_section(ImportModelsConfig, "import_models", params, out_dir=str(out_dir) if out_dir else None)
     record = import_models(config, overwrite=True)
     typer.echo(json.dumps(record, indent=2))
-
-
-def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Entry point shared by ``stages/*.py``: logging, timing, one-line errors."""
-    configure_logging()
-    set_progress(sys.stderr.isatty())
-    start = time.perf_counter()
-    try:
-        body()
-    except USER_ERRORS as exc:
-        print(f"error: stage {name}: {exc}", file=sys.stderr)
-        sys.exit(2)
-    seconds = time.perf_counter() - start
-    log.info("stage %s finished in %.1f s", name, seconds)
-    timings = Path("logs") / "stage_times.jsonl"
-    timings.parent.mkdir(exist_ok=True)
-    with timings.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"stage": name, "seconds": round(seconds, 2), "at": time.time()}) + "\n")
 
 
 def main() -> None:

@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipeline.errors import DwPipeError
+
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(DwPipeError, ValueError):
     """A params section that does not fit its stage's configuration."""
 
 

@@ -31,13 +31,15 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.errors import DwPipeError
+
 # Order of ctranslate2's DataType enum (include/ctranslate2/types.h).
 CT2_DTYPES: tuple[str, ...] = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 SUPPORTED_DTYPES = frozenset({"float32", "float16", "bfloat16", "int16", "int32", "int8"})
 MAX_BINARY_VERSION = 6
 
 
-class CT2FormatError(ValueError):
+class CT2FormatError(DwPipeError, ValueError):
     """A CTranslate2 model file is missing, truncated or not what we expect."""
 
 
@@ -192,7 +194,9 @@ def _parse(cur: _Cursor) -> CT2Checkpoint:
         np_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
         count = int(np.prod(shape)) if shape else 1
         if count * np.dtype(np_dtype).itemsize != n_bytes:
-            raise CT2FormatError(f"{cur.label}: variable {name} holds {n_bytes} bytes, shape {shape} needs another size")
+            raise CT2FormatError(
+                f"{cur.label}: variable {name} holds {n_bytes} bytes, shape {shape} needs another size"
+            )
         variables[name] = np.frombuffer(raw, dtype=np_dtype).reshape(shape).copy()
         dtypes[name] = dtype
     aliases: dict[str, str] = {}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.ct2_format import CT2Checkpoint, CT2FormatError, model_bin_parts, read_ct2_model
+from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir, sha256_files
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ IGNORED_SCALARS = frozenset(
 IMPORT_RECORD = "import.json"
 
 
-class CT2ImportError(ValueError):
+class CT2ImportError(DwPipeError, ValueError):
     """The source cannot be imported as asked (the message says why and what to do)."""
 
 
@@ -93,14 +94,14 @@ def import_ct2(source: CT2Source, out: Path, *, overwrite: bool = False) -> Impo
     if ckpt.spec_name != "WhisperSpec":
         raise CT2ImportError(f"{source.name}: model.bin holds a {ckpt.spec_name or 'pre-v2'} model, not WhisperSpec")
     ct2_config = json.loads(config_path.read_text(encoding="utf-8"))
-    vocab = _vocabulary(tokenizer_path)
+    vocab = read_vocabulary(tokenizer_path)
     state = whisper_state_dict(ckpt)
     config = whisper_config(ckpt, ct2_config, vocab)
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         _save_model(config, state, tmp)
-        _generation_config(config, ct2_config, vocab).save_pretrained(tmp)
-        _save_tokenizer(tokenizer_path, tmp, config.max_target_positions)
+        generation_config_for(config, ct2_config, vocab).save_pretrained(tmp)
+        save_tokenizer(tokenizer_path, tmp, config.max_target_positions)
         from transformers import WhisperFeatureExtractor
 
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
@@ -225,7 +226,7 @@ def whisper_state_dict(ckpt: CT2Checkpoint) -> dict[str, torch.Tensor]:
     return state
 
 
-def _vocabulary(tokenizer_path: Path) -> dict[str, int]:
+def read_vocabulary(tokenizer_path: Path) -> dict[str, int]:
     data = json.loads(tokenizer_path.read_text(encoding="utf-8"))
     vocab = dict(data["model"]["vocab"])
     vocab.update({t["content"]: t["id"] for t in data.get("added_tokens", [])})
@@ -267,7 +268,7 @@ def whisper_config(ckpt: CT2Checkpoint, ct2_config: dict, vocab: dict[str, int])
     )
 
 
-def _generation_config(config, ct2_config: dict, vocab: dict[str, int]):
+def generation_config_for(config, ct2_config: dict, vocab: dict[str, int]):
     from transformers import GenerationConfig
 
     id_to_token = {i: t for t, i in vocab.items()}
@@ -307,7 +308,7 @@ def _save_model(config, state: dict[str, torch.Tensor], out: Path) -> None:
     model.save_pretrained(out)
 
 
-def _save_tokenizer(tokenizer_path: Path, out: Path, max_length: int) -> None:
+def save_tokenizer(tokenizer_path: Path, out: Path, max_length: int) -> None:
     """Save a transformers WhisperTokenizer plus the BPE ``vocab.json``/``merges.txt`` other tools read."""
     from tokenizers import Tokenizer
     from transformers import WhisperTokenizer
@@ -329,8 +330,6 @@ def _save_tokenizer(tokenizer_path: Path, out: Path, max_length: int) -> None:
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
-
-
 def assemble_ct2_dir(source: CT2Source, out: Path) -> Path:
     """A plain CTranslate2 folder (one ``model.bin``) that CTranslate2 and faster-whisper load."""
     with atomic_dir(out, overwrite=True) as tmp:
@@ -343,5 +342,6 @@ def assemble_ct2_dir(source: CT2Source, out: Path) -> Path:
             if found:
                 shutil.copyfile(found[0], tmp / name)
     return out
+
 
 __all__ = ["CT2FormatError", "CT2ImportError", "CT2Source", "ImportResult", "assemble_ct2_dir", "import_ct2"]

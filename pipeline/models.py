@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 
 from pipeline.ct2_import import CT2Source, import_ct2
+from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir, sha256_files
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(DwPipeError, ValueError):
     """A model spec that names nothing usable."""
 
 
@@ -123,8 +124,12 @@ def materialize(spec: str | ModelSpec, out: Path, *, overwrite: bool = False) ->
     if spec.kind in (SpecKind.EMBEDDED, SpecKind.CT2_DIR):
         import_ct2(ct2_source(spec), out, overwrite=overwrite)
         return out
-    from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-    from transformers import WhisperTokenizer
+    from transformers import (
+        GenerationConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
 
     local = spec.kind is SpecKind.HF_DIR
     load = {"local_files_only": local}
@@ -167,7 +172,12 @@ def import_models(config: ImportModelsConfig, *, overwrite: bool = False) -> dic
     record: dict[str, dict] = {}
     for name, spec in specs.items():
         folder = materialize(spec, config.out_dir / name, overwrite=overwrite)
-        record[name] = {"spec": str(spec), "kind": spec.kind.value, "path": str(folder), "weights_sha256": weights_sha256(folder)}
+        record[name] = {
+            "spec": str(spec),
+            "kind": spec.kind.value,
+            "path": str(folder),
+            "weights_sha256": weights_sha256(folder),
+        }
         log.info("model %s <- %s", name, spec)
     atomic_write_text(config.out_dir / "models.json", json.dumps(record, indent=2) + "\n")
     return record

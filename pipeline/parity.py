@@ -142,7 +142,9 @@ def run_import_parity(work: Path, *, spec: str = "embedded:whisper-base", progre
     model = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
     max_length = model.config.max_target_positions
     hf_ids = greedy_transformers(model, features, prompts, max_length)
-    original = ctranslate2.models.Whisper(str(assemble_ct2_dir(source, work / "ct2-original")), device="cpu", compute_type="float32")
+    original = ctranslate2.models.Whisper(
+        str(assemble_ct2_dir(source, work / "ct2-original")), device="cpu", compute_type="float32"
+    )
     ct2_ids = greedy_ctranslate2(original, features, prompts, max_length)
 
     rows = [

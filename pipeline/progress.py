@@ -18,7 +18,11 @@ def set_progress(enabled: bool) -> None:
     try:
         import transformers
 
-        (transformers.utils.logging.enable_progress_bar if enabled else transformers.utils.logging.disable_progress_bar)()
+        (
+            transformers.utils.logging.enable_progress_bar
+            if enabled
+            else transformers.utils.logging.disable_progress_bar
+        )()
     except ImportError:  # pragma: no cover - transformers is a hard dependency
         pass
     try:

@@ -1,6 +1,6 @@
 """DVC stage import_models: materialize the configured model specs as HF checkpoints.
 
-    python stages/import_models.py        # reads params.yaml: import_models
+python stages/import_models.py        # reads params.yaml: import_models
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import run_stage  # noqa: E402
 from pipeline.config import load_section  # noqa: E402
 from pipeline.models import ImportModelsConfig, import_models  # noqa: E402
+from pipeline.stage import run_stage  # noqa: E402
 
 
 def main() -> None:

@@ -1,0 +1,15 @@
+"""The one base class for failures a user can fix.
+
+Its message names the item and the fix; the CLI and the DVC stages print it
+as one line and exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DwPipeError(Exception):
+    """A failure caused by input or environment, with a message saying what to change."""
+
+
+# Built-in errors that also reach the user as one line (missing files, occupied outputs).
+USER_ERRORS: tuple[type[BaseException], ...] = (DwPipeError, FileExistsError, FileNotFoundError)
