@@ -77,8 +77,9 @@ def espeak_binary() -> str:
 
 def synthesize(text: str, voice: Voice) -> np.ndarray:
     """Speak ``text`` with espeak-ng and return 16 kHz float32 mono samples."""
-    cmd = [espeak_binary(), "-v", voice.name, "-s", str(voice.rate), "-p", str(voice.pitch), "--stdout", text]
-    result = subprocess.run(cmd, capture_output=True, check=False)
+    cmd = [espeak_binary(), "-v", voice.name, "-s", str(voice.rate), "-p", str(voice.pitch), "--stdout"]
+    # Text goes through stdin: a sentence starting with "-" would otherwise read as an option.
+    result = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False)
     if result.returncode != 0 or len(result.stdout) <= 44:
         err = result.stderr.decode(errors="replace").strip()
         raise RuntimeError(f"espeak-ng failed for voice {voice.name!r}: {err or 'no audio produced'}")

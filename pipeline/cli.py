@@ -89,6 +89,33 @@ def import_models_cmd(
     typer.echo(json.dumps(record, indent=2))
 
 
+@app.command("prepare-data")
+@user_errors
+def prepare_data_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the prepare_data section from.")] = DEFAULT_PARAMS,
+    out: Annotated[Path | None, typer.Option(help="Override prepare_data.out_dir.")] = None,
+    source: Annotated[str | None, typer.Option(help="synthetic, hf or local.")] = None,
+    input: Annotated[str | None, typer.Option(help="hf: dataset name or save_to_disk folder; local: manifest.")] = None,
+    allow_outside_paths: Annotated[
+        bool | None, typer.Option(help="local: accept absolute audio paths or paths outside the manifest's folder.")
+    ] = None,
+) -> None:
+    """Stage prepare_data: build validated train/dev/test manifests, rejects.jsonl and summary.json."""
+    from pipeline.prepare import PrepareDataConfig, prepare_data
+
+    config = load_section(
+        PrepareDataConfig,
+        "prepare_data",
+        params,
+        out_dir=str(out) if out else None,
+        source=source,
+        input=input,
+        allow_outside_paths=allow_outside_paths,
+    )
+    summary = prepare_data(config)
+    typer.echo(f"{config.out_dir}: kept {summary['kept']}, rejected {summary['rejected']} of {summary['read']}")
+
+
 def main() -> None:
     app()
 

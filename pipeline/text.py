@@ -1,0 +1,78 @@
+"""Sentences from raw text: fortune-file parsing, sentence splitting and cleaning.
+
+The embedded corpus speaks real sentences (Debian's ``fortunes-*``
+packages). Those files mix quotes with signatures, IRC logs and ASCII art,
+so every candidate sentence passes a few checks: a plausible length, only
+characters of the language's script plus common punctuation, no markup.
+Each rule that drops a sentence says which, so the summary can count them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+# Letters each language's sentences may use (besides digits-free punctuation below).
+LATIN = "a-zA-Z"
+SCRIPT_LETTERS: dict[str, str] = {
+    "en": LATIN,
+    "de": LATIN + "äöüÄÖÜß",
+    "es": LATIN + "áéíóúüñÁÉÍÓÚÜÑ",
+    "it": LATIN + "àèéìíîòóùúÀÈÉÌÍÎÒÓÙÚ",
+    "pt": LATIN + "áâãàçéêíóôõúüÁÂÃÀÇÉÊÍÓÔÕÚÜ",
+    "pl": LATIN + "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ",
+    "cs": LATIN + "áčďéěíňóřšťúůýžÁČĎÉĚÍŇÓŘŠŤÚŮÝŽ",
+    "ru": "а-яА-ЯёЁ",
+    "bg": "а-яА-Я",
+    "uk": "а-щА-ЩьюяЬЮЯєіїґЄІЇҐ'",
+}
+CJK = "\u4e00-\u9fff"
+PUNCT = " ,.;:!?¡¿'\"«»„“”‘’()–—-"
+CJK_PUNCT = "，。；：！？、「」『』《》（）"
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "lo", "my"})
+
+
+def fortune_entries(path: Path) -> Iterator[str]:
+    """Entries of a fortune(6) file (separated by ``%`` lines), attribution lines dropped."""
+    text = path.read_bytes().decode("utf-8", errors="strict")
+    for entry in re.split(r"^%\s*$", text, flags=re.MULTILINE):
+        lines = [ln for ln in entry.splitlines() if not re.match(r"^\s*(--|―|—)\s", ln)]
+        body = " ".join(ln.strip() for ln in lines if ln.strip())
+        if body:
+            yield body
+
+
+def split_sentences(text: str, language: str) -> list[str]:
+    text = re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+    sentences = (s.strip().lstrip("-–— ").strip() for s in SENTENCE_END.split(text))
+    return [s for s in sentences if s]
+
+
+def sentence_problem(sentence: str, language: str, min_units: int, max_units: int) -> str | None:
+    """Why ``sentence`` is unfit for the corpus, or None when it is fine."""
+    if re.search(r"[0-9@#<>\[\]{}|\\/_=*+~^$%&]|https?:|www\.", sentence):
+        return "digits, markup or symbols"
+    if language in CHAR_LANGUAGES:
+        allowed = CJK + re.escape(CJK_PUNCT) + re.escape(PUNCT)
+        units = len(re.findall(f"[{CJK}]", sentence))
+    else:
+        if language not in SCRIPT_LETTERS:
+            return f"no character set known for language {language}"
+        allowed = SCRIPT_LETTERS[language] + re.escape(PUNCT)
+        units = len(sentence.split())
+    if re.search(f"[^{allowed}]", sentence):
+        return "characters implausible for the language"
+    if not re.search(r"[.!?。！？]$", sentence):
+        return "not a complete sentence"
+    if units < min_units:
+        return "too short"
+    if units > max_units:
+        return "too long"
+    return None
+
+
+def normalize_for_dedup(sentence: str) -> str:
+    return re.sub(r"[^\w]", "", sentence.casefold())
