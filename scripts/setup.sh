@@ -14,7 +14,8 @@ PYTHON=${PYTHON:-python3}
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(espeak-ng git)
+# espeak-ng speaks the embedded corpus; the fortunes-* packages give it real sentences.
+APT_PACKAGES=(espeak-ng git fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
