@@ -116,6 +116,76 @@ def prepare_data_cmd(
     typer.echo(f"{config.out_dir}: kept {summary['kept']}, rejected {summary['rejected']} of {summary['read']}")
 
 
+@app.command("cache-teacher")
+@user_errors
+def cache_teacher_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the cache_teacher section from.")] = DEFAULT_PARAMS,
+    teacher: Annotated[Path | None, typer.Option(help="Teacher HF checkpoint folder (import_models output).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest to cache (train.jsonl).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Cache folder.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Token ids kept per label position.")] = None,
+    value_encoding: Annotated[str | None, typer.Option(help="float16 or q8.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild a cache that was made from other inputs or settings.")] = False,
+) -> None:
+    """Stage cache_teacher: teacher-forced top-k distributions in zstd Parquet shards (resumable; torchrun-aware)."""
+    from pipeline.cache import CacheTeacherConfig, build_cache
+
+    config = load_section(
+        CacheTeacherConfig,
+        "cache_teacher",
+        params,
+        teacher=_str(teacher),
+        manifest=_str(manifest),
+        out_dir=_str(out),
+        top_k=top_k,
+        value_encoding=value_encoding,
+    )
+    content = build_cache(config, force=force)
+    if content:
+        typer.echo(
+            f"{config.out_dir}: {content['rows']} utterances, {content['tokens']} label tokens, {len(content['shards'])} shard(s)"
+        )
+
+
+cache_app = typer.Typer(help="Inspect and check teacher caches.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info_cmd(
+    folder: Annotated[Path, typer.Argument(help="A teacher cache folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Summarise a teacher cache: teacher, settings, rows, tokens, bytes per label token."""
+    from pipeline.cache_reader import cache_info
+
+    info = cache_info(folder)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:<22} {value}")
+
+
+@cache_app.command("verify")
+@user_errors
+def cache_verify_cmd(folder: Annotated[Path, typer.Argument(help="A teacher cache folder.")]) -> None:
+    """Check every shard's sha256, schema, rows and tokens against cache.json; exit 1 naming any bad shard."""
+    from pipeline.cache_reader import verify_cache
+
+    problems = verify_cache(folder)
+    for problem in problems:
+        typer.echo(f"BAD {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{folder}: all shards verified")
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
 def main() -> None:
     app()
 

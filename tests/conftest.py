@@ -95,3 +95,52 @@ def tiny_ct2(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
     """The tiny model converted by CTranslate2's own converter at float32, float16 and int8."""
     root = tmp_path_factory.mktemp("tiny-ct2")
     return {q: convert_with_ctranslate2(tiny_hf_dir, root / q, q) for q in ("float32", "float16", "int8")}
+
+
+TINY_TEXTS = [
+    ("pl", "Dzień dobry, jak się masz?"),
+    ("de", "Guten Morgen."),
+    ("pl", "To jest test."),
+    ("cs", "Dobré ráno, jak se máš dnes?"),
+    ("de", "Der Zug fährt um acht Uhr ab."),
+    ("cs", "Ahoj."),
+    ("pl", "Pociąg odjeżdża o ósmej rano, jak zawsze."),
+]
+
+
+def write_tiny_manifest(folder: Path, name: str = "train.jsonl", seed: int = 0) -> Path:
+    """A small manifest in our format with synthetic (chirp + noise) 16 kHz audio."""
+    import numpy as np
+
+    from pipeline.audio import write_wav
+    from pipeline.manifest import Utterance
+
+    rng = np.random.default_rng(seed)
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (lang, text) in enumerate(TINY_TEXTS):
+        seconds = 0.8 + 0.2 * i
+        t = np.arange(int(16_000 * seconds)) / 16_000
+        samples = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t * (1 + t)) + 0.02 * rng.standard_normal(t.size)
+        write_wav(folder / "audio" / f"u{i}.wav", samples.astype(np.float32))
+        rows.append(
+            Utterance(
+                f"utt-{i}",
+                f"audio/u{i}.wav",
+                text,
+                lang,
+                seconds,
+                "train",
+                "test",
+                f"spk{i % 3}",
+                ("male", "female")[i % 2],
+            )
+        )
+    path = folder / name
+    path.write_text("".join(r.to_json() + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def tiny_manifest(tmp_path) -> Path:
+    return write_tiny_manifest(tmp_path / "prepared")

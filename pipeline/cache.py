@@ -1,0 +1,287 @@
+"""cache_teacher: run the teacher once and keep its top-k distributions in verified shards.
+
+Layout of a cache folder (DESIGN.md, "Teacher cache"): ``cache.json``,
+``shard-NNNNN.parquet``, ``README.md``. Utterances go to shards in manifest
+order, ``rows_per_shard`` at a time, so a shard's content depends only on
+the inputs: a resumed run, or N ranks under ``torchrun`` each taking shards
+``rank, rank+N, ...``, write the very same shards as one uninterrupted run.
+A shard appears only complete (temporary name, fsync, rename) and carries
+the identity hash and its index in its Parquet metadata, so a rerun keeps
+finished shards and recomputes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.cache_format import ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
+from pipeline.errors import DwPipeError
+from pipeline.fsutil import atomic_write_text, sha256_files
+from pipeline.manifest import load_manifest
+from pipeline.progress import progress
+from pipeline.teacher import PROMPT_TEMPLATE, encode, features_for, label_logits, length_batches, pick_device, topk_of
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+IDENTITY_KEY = b"dw_pipe.identity"
+SHARD_KEY = b"dw_pipe.shard"
+# Rough bytes per label token, used only to turn shard_target_mb into a fixed row count.
+EST_BYTES_PER_TOKEN = {"float16": 50.0, "q8": 36.0}
+
+
+class CacheMismatchError(DwPipeError):
+    """An existing cache was built from other inputs or settings."""
+
+
+@dataclass(frozen=True)
+class CacheTeacherConfig:
+    teacher: Path  # HF Whisper folder (import_models output)
+    manifest: Path
+    out_dir: Path
+    top_k: int = 16
+    temperature: float = 1.0
+    id_encoding: str = "rank"
+    value_encoding: str = "float16"
+    shard_target_mb: float = 256.0
+    batch_size: int = 8
+    device: str = "auto"
+
+    def check(self) -> None:
+        problems = []
+        if self.id_encoding not in ID_ENCODINGS:
+            problems.append(f"id_encoding {self.id_encoding!r} not in {ID_ENCODINGS}")
+        if self.value_encoding not in VALUE_ENCODINGS:
+            problems.append(f"value_encoding {self.value_encoding!r} not in {VALUE_ENCODINGS}")
+        if not 1 <= self.top_k <= 1024:
+            problems.append(f"top_k {self.top_k} outside 1..1024")
+        if self.temperature <= 0:
+            problems.append("temperature must be positive")
+        if problems:
+            raise DwPipeError("cache_teacher: " + "; ".join(problems))
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def identity(cfg: CacheTeacherConfig, extractor, n_rows: int, mean_labels: float) -> dict:
+    """Everything that determines the cache's content."""
+    record = json.loads((cfg.teacher / "import.json").read_text()) if (cfg.teacher / "import.json").is_file() else {}
+    rows_per_shard = max(
+        1, int(cfg.shard_target_mb * 1e6 / (EST_BYTES_PER_TOKEN[cfg.value_encoding] * max(mean_labels, 1.0)))
+    )
+    return {
+        "format_version": FORMAT_VERSION,
+        "teacher": record.get("source", str(cfg.teacher)),
+        "teacher_weights_sha256": sha256_files(sorted(cfg.teacher.glob("*.safetensors"))),
+        "tokenizer_sha256": sha256_files([cfg.teacher / "tokenizer.json"]),
+        "feature_extractor": {k: v for k, v in extractor.to_dict().items() if not isinstance(v, (list, np.ndarray))},
+        "prompt_template": PROMPT_TEMPLATE,
+        "top_k": cfg.top_k,
+        "temperature": cfg.temperature,
+        "id_encoding": cfg.id_encoding,
+        "value_encoding": cfg.value_encoding,
+        "manifest": cfg.manifest.name,
+        "manifest_sha256": sha256_files([cfg.manifest]),
+        "rows": n_rows,
+        "rows_per_shard": rows_per_shard,
+    }
+
+
+def identity_hash(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "feature_extractor"
+    ] or (["feature_extractor settings"] if old.get("feature_extractor") != new.get("feature_extractor") else [])
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shard_is_done(path: Path, ident_hash: str, index: int) -> bool:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # unreadable: recompute it
+        return False
+    return meta.get(IDENTITY_KEY) == ident_hash.encode() and meta.get(SHARD_KEY) == str(index).encode()
+
+
+def _write_shard(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
+    """Build (or finish) the cache in ``cfg.out_dir``; returns the final ``cache.json`` content."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    cfg.check()
+    if not (cfg.teacher / "config.json").is_file():
+        raise DwPipeError(f"teacher {cfg.teacher} is not an HF checkpoint folder; run import_models first")
+    rank, world = _distributed()
+    tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
+    extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
+    utts = load_manifest(cfg.manifest)
+    if not utts:
+        raise DwPipeError(f"manifest {cfg.manifest} is empty")
+    items = encode(utts, tokenizer)
+    ident = identity(cfg, extractor, len(items), float(np.mean([len(i.labels) for i in items])))
+    ident_hash = identity_hash(ident)
+    out = cfg.out_dir
+    if rank == 0:
+        _prepare_folder(out, ident, force)
+    _barrier(world)
+
+    per = ident["rows_per_shard"]
+    n_shards = math.ceil(len(items) / per)
+    device, autocast = pick_device(cfg.device)
+    model = None
+    mine = range(rank, n_shards, world)
+    for index in progress(mine, desc=f"teacher shards (rank {rank})", total=len(mine), unit="shard"):
+        path = out / _shard_name(index)
+        if path.exists() and shard_is_done(path, ident_hash, index):
+            log.info("shard %d already done", index)
+            continue
+        if model is None:
+            model = WhisperForConditionalGeneration.from_pretrained(cfg.teacher).to(device).eval()
+        arrays = _compute_shard(model, extractor, items[index * per : (index + 1) * per], cfg, autocast, tokenizer)
+        data = to_bytes(
+            arrays,
+            cfg.id_encoding,
+            cfg.value_encoding,
+            {IDENTITY_KEY: ident_hash.encode(), SHARD_KEY: str(index).encode()},
+        )
+        _write_shard(path, data)
+        log.info("wrote %s (%d rows, %d label tokens)", path.name, len(arrays.ids), len(arrays.labels))
+    _barrier(world)
+    if rank != 0:
+        return {}
+    return _finish(out, ident, ident_hash, n_shards)
+
+
+def _prepare_folder(out: Path, ident: dict, force: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".shard-*.tmp-*"):
+        stale.unlink()
+    manifest = out / "cache.json"
+    if manifest.is_file():
+        old = json.loads(manifest.read_text())
+        diffs = _differences(old.get("identity", {}), ident)
+        if diffs and not force:
+            raise CacheMismatchError(
+                f"cache {out} was built from other inputs ({'; '.join(diffs[:4])}); pass --force to rebuild it, "
+                "or choose another --out"
+            )
+        if diffs:
+            log.warning("rebuilding %s: %s", out, "; ".join(diffs))
+            for shard in out.glob("shard-*.parquet"):
+                shard.unlink()
+    elif any(out.glob("shard-*.parquet")) and not force:
+        raise CacheMismatchError(f"{out} holds shards but no cache.json; pass --force to rebuild it")
+    atomic_write_text(manifest, json.dumps({"status": "building", "identity": ident}, indent=2) + "\n")
+
+
+def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, tokenizer) -> ShardArrays:
+    """Top-k for every label position of ``items`` (batched by length; rows kept in input order)."""
+    root = cfg.manifest.parent
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    results: dict[int, tuple] = {}
+    for batch_idx in length_batches(items, cfg.batch_size):
+        batch = [items[i] for i in batch_idx]
+        features = features_for(extractor, [b.utt for b in batch], root)
+        for i, logits in zip(batch_idx, label_logits(model, features, batch, pad, autocast)):
+            results[i] = topk_of(logits, cfg.top_k, cfg.temperature)
+    ordered = [results[i] for i in range(len(items))]
+    return ShardArrays(
+        ids=[it.utt.id for it in items],
+        languages=[it.utt.language for it in items],
+        prompts=[it.prompt for it in items],
+        labels=np.concatenate([np.asarray(it.labels, dtype=np.int64) for it in items]),
+        offsets=np.cumsum([0] + [len(it.labels) for it in items]),
+        topk_ids=np.concatenate([r[0] for r in ordered]),
+        topk_logprobs=np.concatenate([r[1] for r in ordered]),
+        tail_logprob=np.concatenate([r[2] for r in ordered]),
+    )
+
+
+def _finish(out: Path, ident: dict, ident_hash: str, n_shards: int) -> dict:
+    shards = []
+    for index in range(n_shards):
+        path = out / _shard_name(index)
+        if not shard_is_done(path, ident_hash, index):
+            raise DwPipeError(f"shard {path.name} is missing or incomplete after the build; run the command again")
+        meta = pq.read_metadata(path)
+        tokens = pq.read_table(path, columns=["label_ids"]).column("label_ids").combine_chunks().flatten()
+        shards.append(
+            {
+                "file": path.name,
+                "rows": meta.num_rows,
+                "tokens": len(tokens),
+                "bytes": path.stat().st_size,
+                "sha256": sha256_files([path]),
+            }
+        )
+    extra = sorted(p.name for p in out.glob("shard-*.parquet") if p.name not in {s["file"] for s in shards})
+    for name in extra:
+        (out / name).unlink()
+    content = {
+        "status": "complete",
+        "identity": ident,
+        "identity_sha256": ident_hash,
+        "rows": sum(s["rows"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "shards": shards,
+    }
+    from pipeline.cache_card import write_card
+
+    write_card(out, content)
+    atomic_write_text(out / "cache.json", json.dumps(content, indent=2) + "\n")
+    return content
+
+
+def config_dict(cfg: CacheTeacherConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=str))

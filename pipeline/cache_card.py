@@ -1,0 +1,57 @@
+"""The dataset card (``README.md``) written into every teacher cache folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.fsutil import atomic_write_text
+
+
+def write_card(out: Path, content: dict) -> None:
+    ident = content["identity"]
+    size = sum(s["bytes"] for s in content["shards"])
+    files = ", ".join(f"`{s['file']}`" for s in content["shards"][:4]) + (" ..." if len(content["shards"]) > 4 else "")
+    text = f"""---
+configs:
+- config_name: default
+  data_files: "shard-*.parquet"
+---
+
+# Teacher cache: {ident["teacher"]}
+
+Top-{ident["top_k"]} next-token distributions of the Whisper teacher `{ident["teacher"]}`,
+teacher-forced on the reference transcripts of `{ident["manifest"]}`, made by
+`dw-pipe cache-teacher` (dw-pipe, DistilWhisper pipeline).
+
+| | |
+|---|---|
+| utterances | {content["rows"]} |
+| label tokens | {content["tokens"]} |
+| shards | {len(content["shards"])} ({files}) |
+| size | {size / 1e6:.2f} MB ({size / max(content["tokens"], 1):.1f} bytes per label token) |
+| top-k | {ident["top_k"]} |
+| temperature | {ident["temperature"]} |
+| id encoding | {ident["id_encoding"]} |
+| value encoding | {ident["value_encoding"]} |
+| prompt | `{ident["prompt_template"]}` |
+| teacher weights sha256 | `{ident["teacher_weights_sha256"]}` |
+| tokenizer sha256 | `{ident["tokenizer_sha256"]}` |
+| manifest sha256 | `{ident["manifest_sha256"]}` |
+
+One row per utterance: `id`, `language`, `prompt_ids`, `label_ids` (text tokens,
+then `<|endoftext|>`), and per label position `topk_ids`, `topk_logprobs`
+(descending) and `tail_logprob` (log of the probability mass outside the top-k).
+Row `label_ids[t]` is predicted from `prompt_ids + label_ids[:t]`.
+
+Encodings: with id encoding `rank`, `topk_ids` holds ranks into the shard's id
+table (Parquet metadata key `dw_pipe.id_table`: 4-byte length + zstd of uint16 ids); with value encoding
+`q8`, `topk_logprobs` holds uint8 steps of 1/16 nat, cumulative along the row.
+`pipeline.cache_reader.open_cache` decodes both; the raw columns load with
+
+```python
+datasets.load_dataset("parquet", data_files="{out.name}/shard-*.parquet")
+```
+
+Check integrity with `dw-pipe cache verify {out.name}` (sha256 per shard in `cache.json`).
+"""
+    atomic_write_text(out / "README.md", text)

@@ -1,0 +1,107 @@
+"""Teacher-forced forward passes and their top-k next-token distributions.
+
+For an utterance with reference tokens ``y_1..y_n`` (text tokens, then
+``<|endoftext|>``), the decoder reads the prompt
+``<|startoftranscript|><|lang|><|transcribe|><|notimestamps|>`` followed by
+``y_1..y_{n-1}``; the logits at the last prompt position and after predict
+``y_1..y_n``. One forward pass per batch, no generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.audio import read_wav
+from pipeline.manifest import Utterance
+
+log = logging.getLogger(__name__)
+
+PROMPT_TEMPLATE = "<|startoftranscript|><|{language}|><|transcribe|><|notimestamps|>"
+
+
+def prompt_ids(tokenizer, language: str) -> list[int]:
+    """The four prompt token ids for ``language``."""
+    tokens = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    unknown = [t for t, i in zip(tokens, ids) if i is None or i == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"tokenizer has no token(s) {unknown}")
+    return ids
+
+
+def label_ids(tokenizer, text: str) -> list[int]:
+    """Reference tokens the model must predict: the text, then end-of-text."""
+    return tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One utterance ready for a teacher-forced pass."""
+
+    utt: Utterance
+    prompt: list[int]
+    labels: list[int]
+
+
+def encode(utts: list[Utterance], tokenizer) -> list[Encoded]:
+    return [Encoded(u, prompt_ids(tokenizer, u.language), label_ids(tokenizer, u.text)) for u in utts]
+
+
+def length_batches(items: list[Encoded], batch_size: int) -> list[list[int]]:
+    """Indices grouped by label length (longest first), so padding stays small; deterministic."""
+    order = sorted(range(len(items)), key=lambda i: (-len(items[i].labels), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype | None]:
+    """``(device, autocast dtype)``: CUDA with bf16 (or fp16) autocast when present, else CPU in float32."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu"), None
+    device = torch.device("cuda" if requested == "auto" else requested)
+    return device, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def features_for(extractor, utts: list[Utterance], root: Path) -> torch.Tensor:
+    """Log-mel features with transformers' extractor (pads audio to 30 s, as OpenAI does)."""
+    audio = [read_wav(root / u.audio) for u in utts]
+    return extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+
+
+def decoder_inputs(batch: list[Encoded], pad_id: int) -> tuple[torch.Tensor, list[int]]:
+    """Right-padded ``prompt + labels[:-1]`` and each row's number of label positions."""
+    rows = [b.prompt + b.labels[:-1] for b in batch]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    return ids, [len(b.labels) for b in batch]
+
+
+def label_logits(model, features: torch.Tensor, batch: list[Encoded], pad_id: int, autocast: torch.dtype | None):
+    """Logits at the label positions: a list of ``[n_i, V]`` float32 tensors."""
+    device = next(model.parameters()).device
+    ids, lengths = decoder_inputs(batch, pad_id)
+    context = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    with torch.inference_mode(), context:
+        logits = model(input_features=features.to(device), decoder_input_ids=ids.to(device)).logits
+    start = len(batch[0].prompt) - 1
+    return [logits[i, start : start + n].float() for i, n in enumerate(lengths)]
+
+
+def topk_of(logits: torch.Tensor, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k ids and log-probs at temperature ``temperature``, and the log of the mass outside them.
+
+    The tail is a log-sum-exp over the tokens outside the top-k (not ``log(1 - sum)``),
+    so it stays accurate when the top-k hold almost all the mass.
+    """
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    values, ids = logprobs.topk(k, dim=-1)
+    rest = logprobs.scatter(-1, ids, float("-inf"))
+    tail = torch.logsumexp(rest, dim=-1)
+    return ids.cpu().numpy(), values.cpu().numpy(), tail.cpu().numpy()

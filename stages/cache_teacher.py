@@ -1,0 +1,25 @@
+"""DVC stage cache_teacher: run the teacher once over the training manifest, keep its top-k.
+
+python stages/cache_teacher.py                                  # reads params.yaml: cache_teacher
+torchrun --nproc_per_node 2 stages/cache_teacher.py             # ranks split the shards
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
+from pipeline.config import load_section  # noqa: E402
+from pipeline.stage import run_stage  # noqa: E402
+
+
+def main() -> None:
+    # Under DVC a change of inputs or settings means "rebuild": force=True. Unchanged inputs resume.
+    build_cache(load_section(CacheTeacherConfig, "cache_teacher"), force=True)
+
+
+if __name__ == "__main__":
+    run_stage("cache_teacher", main)

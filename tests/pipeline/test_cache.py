@@ -1,0 +1,194 @@
+"""cache_teacher: correct top-k, crash-safe resume, refusal on changed inputs, verification, loader checks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline import cache as cache_mod
+from pipeline.cache import CacheMismatchError, CacheTeacherConfig, build_cache
+from pipeline.cache_reader import CacheError, cache_info, open_cache, verify_cache
+from pipeline.cli import app
+from pipeline.manifest import load_manifest
+from pipeline.teacher import label_ids, prompt_ids
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(teacher: Path, manifest: Path, out: Path, **kw) -> CacheTeacherConfig:
+    # ~2 utterances per shard for the tiny manifest, so resume has several shards to work with.
+    return replace(
+        CacheTeacherConfig(
+            teacher=teacher, manifest=manifest, out_dir=out, top_k=8, shard_target_mb=0.0012, batch_size=2
+        ),
+        **kw,
+    )
+
+
+def _shard_digests(folder: Path) -> dict[str, str]:
+    return {s["file"]: s["sha256"] for s in json.loads((folder / "cache.json").read_text())["shards"]}
+
+
+def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    content = build_cache(cfg)
+    utts = load_manifest(tiny_manifest)
+    assert content["rows"] == len(utts) and len(content["shards"]) >= 3
+    assert verify_cache(cfg.out_dir) == []
+    cache = open_cache(cfg.out_dir, tokenizer_json=tiny_hf_dir / "tokenizer.json", manifest=tiny_manifest)
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    extractor = WhisperFeatureExtractor.from_pretrained(tiny_hf_dir)
+    utt = utts[3]
+    from pipeline.audio import read_wav
+
+    feats = extractor(
+        [read_wav(tiny_manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt"
+    ).input_features
+    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
+    with torch.no_grad():
+        logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
+    logprobs = torch.log_softmax(logits[len(prompt) - 1 :], -1)
+    want_vals, want_ids = logprobs.topk(8, -1)
+    got = cache.targets(utt.id)
+    assert got.prompt == prompt and got.labels.tolist() == labels
+    assert np.array_equal(got.topk_ids, want_ids.numpy())
+    assert np.allclose(got.topk_logprobs, want_vals.numpy(), atol=2e-2)
+    tail = torch.log1p(-want_vals.exp().sum(-1))
+    assert np.allclose(got.tail_logprob, tail.numpy(), atol=2e-2)
+    info = cache_info(cfg.out_dir)
+    assert info["tokens"] == sum(len(label_ids(tokenizer, u.text)) for u in utts)
+    assert (cfg.out_dir / "README.md").read_text().startswith("---")
+
+
+def test_killed_build_resumes_to_the_same_content(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
+    reference = _config(tiny_hf_dir, tiny_manifest, tmp_path / "reference")
+    build_cache(reference)
+
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    real_write, calls = cache_mod._write_shard, []
+
+    def crash_after_two(path, data):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(path.name)
+        real_write(path, data)
+
+    monkeypatch.setattr(cache_mod, "_write_shard", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(cfg)
+    assert sorted(p.name for p in cfg.out_dir.glob("shard-*")) == sorted(calls)
+    computed = []
+    real_compute = cache_mod._compute_shard
+    monkeypatch.setattr(cache_mod, "_write_shard", real_write)
+    monkeypatch.setattr(cache_mod, "_compute_shard", lambda *a, **k: computed.append(1) or real_compute(*a, **k))
+    build_cache(cfg)
+    assert len(computed) == len(_shard_digests(reference.out_dir)) - 2  # finished shards were kept
+    assert _shard_digests(cfg.out_dir) == _shard_digests(reference.out_dir)
+
+
+def test_full_disk_leaves_no_partial_shard(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        build_cache(cfg)
+    assert [p.name for p in cfg.out_dir.iterdir() if "shard" in p.name] == []
+    monkeypatch.undo()
+    assert build_cache(cfg)["status"] == "complete"
+
+
+def test_changed_inputs_are_refused_unless_forced(tiny_hf_dir, tiny_manifest, tmp_path):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    with pytest.raises(CacheMismatchError, match="top_k: 8 -> 4"):
+        build_cache(replace(cfg, top_k=4))
+    with tiny_manifest.open("a") as handle:
+        handle.write(tiny_manifest.read_text().splitlines()[0].replace("utt-0", "utt-extra") + "\n")
+    with pytest.raises(CacheMismatchError, match="manifest_sha256"):
+        build_cache(cfg)
+    assert build_cache(replace(cfg, top_k=4), force=True)["identity"]["top_k"] == 4
+
+
+def test_corrupt_shard_is_named_and_refused(tiny_hf_dir, tiny_manifest, tmp_path):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    victim = sorted(cfg.out_dir.glob("shard-*.parquet"))[1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert verify_cache(cfg.out_dir)[0].startswith(f"{victim.name}: sha256 mismatch")
+    result = CliRunner().invoke(app, ["cache", "verify", str(cfg.out_dir)])
+    assert result.exit_code == 1 and victim.name in result.output
+    with pytest.raises(CacheError, match=victim.name):
+        open_cache(cfg.out_dir)
+
+
+def test_loader_refuses_other_manifest_or_tokenizer(tiny_hf_dir, tiny_manifest, tmp_path, embedded_files):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    other = tmp_path / "other.jsonl"
+    other.write_text(tiny_manifest.read_text().splitlines()[0] + "\n")
+    with pytest.raises(CacheError, match="another manifest"):
+        open_cache(cfg.out_dir, manifest=other)
+    bad_tokenizer = tmp_path / "tokenizer.json"
+    bad_tokenizer.write_text(embedded_files["tokenizer"].read_text().replace('"<|de|>"', '"<|xx|>"'))
+    with pytest.raises(CacheError, match="another tokenizer"):
+        open_cache(cfg.out_dir, tokenizer_json=bad_tokenizer)
+
+
+def test_shards_load_with_datasets_and_cli_info(tiny_hf_dir, tiny_manifest, tmp_path):
+    import datasets
+
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache", value_encoding="q8")
+    build_cache(cfg)
+    ds = datasets.load_dataset("parquet", data_files=str(cfg.out_dir / "shard-*.parquet"), split="train")
+    assert len(ds) == 7 and len(ds[0]["topk_ids"]) == 8 * len(ds[0]["label_ids"])
+    result = CliRunner().invoke(app, ["cache", "info", str(cfg.out_dir), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["value_encoding"] == "q8"
+
+
+def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, tmp_path):
+    single = _config(tiny_hf_dir, tiny_manifest, tmp_path / "single")
+    build_cache(single)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "cache_teacher:\n"
+        f"  teacher: {tiny_hf_dir}\n  manifest: {tiny_manifest}\n  out_dir: {tmp_path / 'ranks'}\n"
+        "  top_k: 8\n  shard_target_mb: 0.0012\n  batch_size: 2\n  device: cpu\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "pipeline.cli",
+        "--no-progress",
+        "cache-teacher",
+        "--params",
+        str(params),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _shard_digests(tmp_path / "ranks") == _shard_digests(single.out_dir)
