@@ -1,0 +1,77 @@
+"""Distillation losses from a sparse (top-k) teacher, and the CE term.
+
+The teacher is known only through its top-k log-probs and the log of the
+mass outside them. Two ways to compare the student with it:
+
+* ``renorm``: both distributions restricted to the teacher's top-k ids and
+  renormalised there;
+* ``ghost``: k + 1 buckets, the top-k ids plus one "ghost" bucket holding
+  the remaining mass (the teacher's stored tail; the student's mass outside
+  the teacher's top-k).
+
+Only ``[N, k]`` gathers of the student's log-probs are used: no dense
+vocabulary-sized teacher tensor is built. Divergences are multiplied by
+T^2 and averaged over the label positions given (padding already removed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
+    x = x.clamp(max=-1e-12)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def sparse_buckets(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    tail_logprob: torch.Tensor,
+    tail: str,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher, student) log-probabilities over the same buckets: ``[N, k]`` or ``[N, k+1]``."""
+    student_all = torch.log_softmax(student_logits / temperature, dim=-1)
+    student = student_all.gather(-1, topk_ids)
+    teacher = topk_logprobs.to(student.dtype)
+    if tail == "renorm":
+        return torch.log_softmax(teacher, dim=-1), torch.log_softmax(student, dim=-1)
+    if tail != "ghost":
+        raise ValueError(f"tail must be renorm or ghost, not {tail!r}")
+    student_ghost = _log1mexp(torch.logsumexp(student, dim=-1))
+    teacher = torch.cat([teacher, tail_logprob.to(student.dtype).unsqueeze(-1)], dim=-1)
+    teacher = teacher - torch.logsumexp(teacher, dim=-1, keepdim=True)  # float16 storage: sum back to 1
+    return teacher, torch.cat([student, student_ghost.unsqueeze(-1)], dim=-1)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def sparse_js(
+    student_logits, topk_ids, topk_logprobs, tail_logprob, tail: str = "ghost", temperature: float = 1.0
+) -> torch.Tensor:
+    """Jensen-Shannon divergence, mean over positions, times T^2."""
+    log_p, log_q = sparse_buckets(student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature)
+    log_m = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0, dtype=log_p.dtype))
+    js = 0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))
+    return js.mean() * temperature**2
+
+
+def sparse_kl(
+    student_logits, topk_ids, topk_logprobs, tail_logprob, tail: str = "ghost", temperature: float = 1.0
+) -> torch.Tensor:
+    """Forward KL(teacher || student), mean over positions, times T^2."""
+    log_p, log_q = sparse_buckets(student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature)
+    return _kl(log_p, log_q).mean() * temperature**2
+
+
+def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+    return F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+
+
+KD_LOSSES = {"js": sparse_js, "kl": sparse_kl}

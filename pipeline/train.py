@@ -1,0 +1,513 @@
+"""train_student: CLSR experts distilled from the teacher cache, and the paper's baselines.
+
+Modes: ``distilwhisper`` (CLSR + KD: 0.25 (CE + L_g) + 0.5 JS), ``clsr``
+(CE + L_g), ``finetune`` (all weights; KD optional), ``lora`` (PEFT, r=64 on
+fc1/fc2; KD optional). One language per batch; AdamW with warm-up and
+linear decay; gradient accumulation; CUDA autocast when present.
+
+Exact resume: every random draw of step s comes from a generator seeded by
+(seed, s), the batch order of epoch e from (seed, e), and the learning rate
+is a function of the step; a checkpoint holds the trainable weights, the
+optimizer state and the step, so a resumed run repeats the uninterrupted
+one. Under torchrun each rank takes every world-th batch of a step and
+gradients are averaged across ranks.
+
+When the encoder is frozen and has no CLSR layer, its outputs are computed
+once per utterance and reused every epoch (the embedded profile's main
+saving on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.clsr import CLSRConfig, add_clsr, gate_budget_loss
+from pipeline.errors import DwPipeError
+from pipeline.fsutil import atomic_dir
+from pipeline.losses import KD_LOSSES, cross_entropy
+from pipeline.manifest import Utterance, load_manifest
+from pipeline.progress import progress
+from pipeline.student import (
+    CLSR_MODES,
+    MODES,
+    StudentSpec,
+    build_student,
+    save_student,
+    set_language,
+    trainable_parameters,
+)
+from pipeline.teacher import features_for, label_ids, pick_device, prompt_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: str
+    languages: tuple[str, ...]
+    base: Path
+    cache: Path
+    train: Path
+    dev: Path
+    out_dir: Path
+    keep_encoder_layers: tuple[int, ...] | None = None
+    keep_decoder_layers: tuple[int, ...] | None = None
+    clsr_encoder_layers: tuple[int, ...] = ()
+    clsr_decoder_layers: tuple[int, ...] = ()
+    freeze_encoder: bool = True
+    epochs: int = 10
+    max_steps: int = 0  # 0: epochs decide
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-4
+    beta2: float = 0.98
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    ce_weight: float = 0.25
+    gate_weight: float = 0.25
+    kd_weight: float = 0.5
+    kd_loss: str = "js"
+    tail: str = "ghost"
+    temperature: float = 1.0
+    label_smoothing: float = 0.1
+    gate_budget: float = 0.5
+    skip_gate_prob: float = 0.2
+    baseline_kd: bool = False  # finetune / lora: add the KD term too
+    lora_r: int = 64
+    max_new_tokens: int = 225
+    eval_batch_size: int = 16
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode {self.mode!r} not in {MODES}")
+        if self.kd_loss not in KD_LOSSES:
+            problems.append(f"kd_loss {self.kd_loss!r} not in {tuple(KD_LOSSES)}")
+        if self.tail not in ("ghost", "renorm"):
+            problems.append(f"tail {self.tail!r} not in ('ghost', 'renorm')")
+        if self.mode in CLSR_MODES and not (self.clsr_encoder_layers or self.clsr_decoder_layers):
+            problems.append("CLSR modes need clsr_encoder_layers and/or clsr_decoder_layers")
+        if not self.languages:
+            problems.append("languages is empty")
+        if problems:
+            raise DwPipeError("train_student: " + "; ".join(problems))
+
+    @property
+    def uses_kd(self) -> bool:
+        return self.kd_weight > 0 and (
+            self.mode == "distilwhisper" or (self.mode in ("finetune", "lora") and self.baseline_kd)
+        )
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """(CE, gate budget, KD) weights for this mode."""
+        if self.mode == "clsr":
+            return 1.0, 1.0, 0.0
+        if self.mode == "distilwhisper":
+            return self.ce_weight, self.gate_weight, self.kd_weight
+        return (1.0, 0.0, 0.0) if not self.uses_kd else (self.ce_weight, 0.0, self.kd_weight)
+
+
+@dataclass
+class Example:
+    utt: Utterance
+    prompt: list[int]
+    labels: list[int]
+    targets: object | None = None  # SparseTargets from the cache
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_wer: float = math.inf
+    best_step: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    return cfg.lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def epoch_batches(examples: list[Example], cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    """One language per batch; order fixed by (seed, epoch)."""
+    rng = random.Random(cfg.seed * 1_000_003 + epoch)
+    batches = []
+    for lang in sorted({e.utt.language for e in examples}):
+        idx = [i for i, e in enumerate(examples) if e.utt.language == lang]
+        rng.shuffle(idx)
+        batches += [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class EncoderStore:
+    """Log-mel features, or the frozen encoder's outputs, computed once per utterance."""
+
+    def __init__(self, model, extractor, root: Path, precompute: bool, device: torch.device) -> None:
+        self.model, self.extractor, self.root, self.precompute, self.device = model, extractor, root, precompute, device
+        self.memo: dict[str, torch.Tensor] = {}
+
+    def fill(self, utts: list[Utterance], batch_size: int = 8) -> None:
+        todo = [u for u in utts if u.id not in self.memo]
+        for i in progress(range(0, len(todo), batch_size), desc="encoder inputs", unit="batch"):
+            chunk = todo[i : i + batch_size]
+            feats = features_for(self.extractor, chunk, self.root)
+            if self.precompute:
+                with torch.no_grad():
+                    feats = self.model.model.encoder(feats.to(self.device)).last_hidden_state.to(torch.float16).cpu()
+            for u, f in zip(chunk, feats):
+                self.memo[u.id] = f
+
+    def kwargs(self, utts: list[Utterance]) -> dict:
+        stacked = torch.stack([self.memo[u.id] for u in utts]).to(self.device)
+        if self.precompute:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            return {"encoder_outputs": BaseModelOutput(last_hidden_state=stacked.float())}
+        return {"input_features": stacked}
+
+
+def _examples(utts: list[Utterance], tokenizer, cache) -> list[Example]:
+    out = []
+    for u in utts:
+        if cache is not None:
+            t = cache.targets(u.id)
+            out.append(Example(u, list(t.prompt), t.labels.tolist(), t))
+        else:
+            out.append(Example(u, prompt_ids(tokenizer, u.language), label_ids(tokenizer, u.text)))
+    return out
+
+
+def _batch_tensors(batch: list[Example], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """decoder inputs [B, L], label-position mask [B, L], labels (flat, label positions only)."""
+    rows = [e.prompt + e.labels[:-1] for e in batch]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    at_label = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, e) in enumerate(zip(rows, batch)):
+        ids[i, : len(r)] = torch.tensor(r)
+        at_label[i, len(e.prompt) - 1 : len(e.prompt) - 1 + len(e.labels)] = True
+    labels = torch.tensor([t for e in batch for t in e.labels])
+    return ids.to(device), at_label.to(device), labels.to(device)
+
+
+def step_loss(
+    model,
+    batch: list[Example],
+    store: EncoderStore,
+    cfg: TrainConfig,
+    step: int,
+    total: int,
+    pad_id: int,
+    device,
+    autocast,
+) -> tuple[torch.Tensor, dict]:
+    ids, at_label, labels = _batch_tensors(batch, pad_id, device)
+    state = getattr(model, "_clsr_state", None)
+    if state is not None:
+        state.reset()
+        state.language, state.step, state.max_steps = batch[0].utt.language, step, total
+        state.decoder_mask = (
+            torch.arange(ids.shape[1], device=device)[None]
+            < torch.tensor([len(e.prompt) + len(e.labels) - 1 for e in batch], device=device)[:, None]
+        )
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
+    with ctx:
+        logits = model(decoder_input_ids=ids, **store.kwargs([e.utt for e in batch])).logits
+    logits = logits[at_label].float()
+    w_ce, w_gate, w_kd = cfg.weights
+    parts = {"ce": cross_entropy(logits, labels, cfg.label_smoothing)}
+    loss = w_ce * parts["ce"]
+    if state is not None:
+        parts["gate"] = gate_budget_loss(state, cfg.gate_budget)
+        loss = loss + w_gate * parts["gate"]
+    if w_kd:
+        t = [e.targets for e in batch]
+        topk_ids = torch.from_numpy(np.concatenate([x.topk_ids for x in t])).to(device)
+        topk_lp = torch.from_numpy(np.concatenate([x.topk_logprobs for x in t])).to(device)
+        tail = torch.from_numpy(np.concatenate([x.tail_logprob for x in t])).to(device)
+        parts["kd"] = KD_LOSSES[cfg.kd_loss](
+            logits, topk_ids, topk_lp, tail, tail=cfg.tail, temperature=cfg.temperature
+        )
+        loss = loss + w_kd * parts["kd"]
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def greedy_decode(
+    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
+) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates."""
+    model.eval()
+    hyps: dict[str, str] = {}
+    rates: dict[str, dict[str, float]] = {}
+    state = getattr(model, "_clsr_state", None)
+    for lang in sorted({u.language for u in utts}):
+        group = [u for u in utts if u.language == lang]
+        set_language(model, lang)
+        if state is not None:
+            state.reset()
+            state.decoder_mask = None
+        prompt = prompt_ids(tokenizer, lang)
+        for i in range(0, len(group), cfg.eval_batch_size):
+            chunk = group[i : i + cfg.eval_batch_size]
+            with torch.inference_mode():
+                out = model.generate(
+                    **store.kwargs(chunk),
+                    decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=cfg.max_new_tokens,
+                    return_timestamps=False,
+                )
+            for u, seq in zip(chunk, out):
+                hyps[u.id] = tokenizer.decode(seq[len(prompt) :], skip_special_tokens=True)
+        if state is not None:
+            rates[lang] = state.rates()
+    return [hyps[u.id] for u in utts], rates
+
+
+def dev_wer(model, utts, store, tokenizer, cfg) -> dict:
+    """Corpus-level dev error rate (WER, or CER for character languages), insertions, gate rates."""
+    from pipeline.scoring import score
+
+    hyps, rates = greedy_decode(model, utts, store, tokenizer, cfg)
+    counts = score([(u.text, h, u.language) for u, h in zip(utts, hyps)])
+    return {"wer": counts.rate, "insertions": counts.insertions, "ref_units": counts.ref_units, "gate_rates": rates}
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _average_gradients(params: list[torch.Tensor], world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+def build_model(cfg: TrainConfig):
+    """The student to train: layer copy, then CLSR / LoRA / full fine-tuning set-up."""
+    spec = StudentSpec(cfg.base, cfg.keep_encoder_layers, cfg.keep_decoder_layers)
+    model = build_student(spec)
+    clsr = None
+    if cfg.mode in CLSR_MODES:
+        clsr = CLSRConfig(
+            cfg.languages,
+            cfg.clsr_encoder_layers,
+            cfg.clsr_decoder_layers,
+            skip_gate_prob=cfg.skip_gate_prob,
+            budget=cfg.gate_budget,
+        )
+        add_clsr(model, clsr)
+    elif cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_r, lora_dropout=0.05, target_modules=["fc1", "fc2"])
+        )
+    if cfg.freeze_encoder:
+        encoder = model.get_encoder()
+        for name, p in encoder.named_parameters():
+            if ".experts." not in name and ".gates." not in name:
+                p.requires_grad_(False)
+    return model, spec, clsr
+
+
+def _checkpoint_dir(cfg: TrainConfig) -> Path:
+    return cfg.out_dir.parent / f".{cfg.out_dir.name}.checkpoint"
+
+
+def _config_hash(cfg: TrainConfig) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(asdict(cfg), default=str, sort_keys=True).encode()).hexdigest()
+
+
+def _save_checkpoint(
+    cfg: TrainConfig, model, optimizer, state: TrainState, best: dict[str, torch.Tensor] | None
+) -> None:
+    with atomic_dir(_checkpoint_dir(cfg), overwrite=True) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in trainable_parameters(model).items()},
+            str(tmp / "trainable.safetensors"),
+        )
+        if best is not None:
+            save_file(best, str(tmp / "best.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"config_sha256": _config_hash(cfg), **asdict(state)}, default=str))
+
+
+def _load_checkpoint(cfg: TrainConfig, model, optimizer) -> tuple[TrainState, dict[str, torch.Tensor] | None] | None:
+    folder = _checkpoint_dir(cfg)
+    if not (folder / "state.json").is_file():
+        return None
+    saved = json.loads((folder / "state.json").read_text())
+    if saved.pop("config_sha256") != _config_hash(cfg):
+        log.warning("checkpoint %s is from other settings; starting over", folder)
+        return None
+    params = trainable_parameters(model)
+    with torch.no_grad():
+        for name, value in load_file(str(folder / "trainable.safetensors")).items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").is_file() else None
+    log.info("resuming %s from step %d", cfg.out_dir, saved["step"])
+    return TrainState(**saved), best
+
+
+def train_student(cfg: TrainConfig) -> dict:
+    """Train, keep the checkpoint with the best dev WER, and write the student folder."""
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    cfg.check()
+    rank, world = _distributed()
+    device, autocast = pick_device(cfg.device)
+    tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
+    extractor = WhisperFeatureExtractor.from_pretrained(cfg.base)
+    cache = None
+    if cfg.uses_kd:
+        from pipeline.cache_reader import open_cache
+
+        cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
+    train_utts = [u for u in load_manifest(cfg.train) if u.language in cfg.languages]
+    dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
+    if not train_utts:
+        raise DwPipeError(f"no training utterances for languages {cfg.languages} in {cfg.train}")
+    examples = _examples(train_utts, tokenizer, cache)
+
+    torch.manual_seed(cfg.seed)  # gate initialisation (W1 ~ N(0, 0.01)) and LoRA init
+    model, spec, clsr = build_model(cfg)
+    model.to(device)
+    precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers and cfg.mode != "lora"
+    store = EncoderStore(model, extractor, cfg.train.parent, precompute, device)
+    store.fill(train_utts + dev_utts)
+    params = list(trainable_parameters(model).values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil(len(epoch_batches(examples, cfg, 0)) / (cfg.grad_accum * world))
+    total = cfg.max_steps or per_epoch * cfg.epochs
+    resumed = _load_checkpoint(cfg, model, optimizer)
+    state, best = resumed if resumed else (TrainState(), None)
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    log_path = cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
+    if not resumed and rank == 0:
+        log_path.unlink(missing_ok=True)
+
+    if state.step == 0 and rank == 0 and not state.history:
+        # The untrained student is the first candidate for "best": training must beat it on dev.
+        state.history.append({"step": 0, **dev_wer(model, dev_utts, store, tokenizer, cfg)})
+        state.best_wer, state.best_step = state.history[0]["wer"], 0
+        best = {k: v.detach().cpu().clone() for k, v in trainable_parameters(model).items()}
+    bar = progress(range(state.step, total), desc=f"train {cfg.mode}", total=total - state.step, unit="step")
+    for step in bar:
+        epoch, within = divmod(step, per_epoch)
+        batches = epoch_batches(examples, cfg, epoch)
+        group = batches[within * cfg.grad_accum * world : (within + 1) * cfg.grad_accum * world][rank::world]
+        torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+        model.train()
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, total, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        logged: dict[str, float] = {}
+        for b in group:
+            loss, parts = step_loss(model, [examples[i] for i in b], store, cfg, step, total, pad, device, autocast)
+            (loss / len(group)).backward()
+            for k, v in parts.items():
+                logged[k] = logged.get(k, 0.0) + v / len(group)
+        _average_gradients(params, world)
+        optimizer.step()
+        state.step = step + 1
+        clsr_state = getattr(model, "_clsr_state", None)
+        if rank == 0:
+            record = {
+                "step": state.step,
+                "epoch": epoch,
+                "lr": lr_at(step, total, cfg),
+                "language": examples[group[0][0]].utt.language if group else None,
+                **logged,
+            }
+            if clsr_state is not None:
+                rates = clsr_state.rates()
+                record["gate_mean"] = sum(rates.values()) / max(len(rates), 1)
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        end_of_epoch = state.step % per_epoch == 0 or state.step == total
+        if end_of_epoch and rank == 0:
+            result = dev_wer(model, dev_utts, store, tokenizer, cfg)
+            state.history.append({"step": state.step, **result})
+            log.info("step %d: dev WER %.4f", state.step, result["wer"])
+            if result["wer"] < state.best_wer:
+                state.best_wer, state.best_step = result["wer"], state.step
+                best = {k: v.detach().cpu().clone() for k, v in trainable_parameters(model).items()}
+        if rank == 0 and (end_of_epoch or state.step % cfg.checkpoint_every == 0):
+            _save_checkpoint(cfg, model, optimizer, state, best)
+    if rank != 0:
+        return {}
+    return _finish(cfg, model, spec, clsr, state, best, log_path, store, dev_utts, tokenizer)
+
+
+def _finish(cfg, model, spec, clsr, state: TrainState, best, log_path: Path, store, dev_utts, tokenizer) -> dict:
+    params = trainable_parameters(model)
+    with torch.no_grad():
+        for name, value in (best or {}).items():
+            params[name].copy_(value)
+    chosen = next(h for h in state.history if h["step"] == state.best_step)
+    summary = {
+        "mode": cfg.mode,
+        "languages": list(cfg.languages),
+        "steps": state.step,
+        "best_step": state.best_step,
+        "dev_wer_initial": state.history[0]["wer"],
+        "dev_wer_best": chosen["wer"],
+        "gate_rates": chosen.get("gate_rates", {}),
+        "history": state.history,
+    }
+    with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
+        save_student(tmp, model, cfg.mode, spec, cfg.languages, clsr, json.loads(json.dumps(asdict(cfg), default=str)))
+        (tmp / "train_log.jsonl").write_text(log_path.read_text() if log_path.is_file() else "", encoding="utf-8")
+        (tmp / "dev.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _write_plots(tmp, log_path)
+    import shutil
+
+    shutil.rmtree(_checkpoint_dir(cfg), ignore_errors=True)
+    log_path.unlink(missing_ok=True)
+    return summary
+
+
+def _write_plots(out: Path, log_path: Path) -> None:
+    """CSV curves for DVC plots: loss parts and mean gate value per step."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    keys = ["step", "ce", "kd", "gate", "gate_mean", "lr"]
+    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+    (out / "curves.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+__all__ = ["TrainConfig", "train_student", "build_model", "lr_at", "epoch_batches"]
