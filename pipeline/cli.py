@@ -182,6 +182,134 @@ def cache_verify_cmd(folder: Annotated[Path, typer.Argument(help="A teacher cach
     typer.echo(f"{folder}: all shards verified")
 
 
+@app.command("train-student")
+@user_errors
+def train_student_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the train_student section from.")] = DEFAULT_PARAMS,
+    mode: Annotated[
+        str | None, typer.Option(help="Train only this mode: distilwhisper, clsr, finetune or lora.")
+    ] = None,
+    student: Annotated[Path | None, typer.Option(help="Student base HF checkpoint (overrides common.base).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Teacher cache folder.")] = None,
+    train: Annotated[Path | None, typer.Option(help="Training manifest.")] = None,
+    dev: Annotated[Path | None, typer.Option(help="Dev manifest (greedy WER per epoch, best checkpoint).")] = None,
+    languages: Annotated[str | None, typer.Option(help="Comma-separated target languages, e.g. cs,bg,pl.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output root; each mode goes to OUT/<mode>.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+) -> None:
+    """Stage train_student: train CLSR students (and baselines) from the teacher cache; resumable."""
+    from dataclasses import replace
+
+    from pipeline.train import TrainStageConfig, train_modes
+
+    stage = load_section(TrainStageConfig, "train_student", params, out_dir=_str(out))
+    overrides = {
+        "base": _str(student),
+        "cache": _str(cache),
+        "train": _str(train),
+        "dev": _str(dev),
+        "max_steps": max_steps,
+        "languages": languages.split(",") if languages else None,
+    }
+    stage = replace(
+        stage,
+        modes=(mode,) if mode else stage.modes,
+        common={**stage.common, **{k: v for k, v in overrides.items() if v is not None}},
+    )
+    for name, result in train_modes(stage).items():
+        typer.echo(
+            f"{name}: dev error rate {result['dev_wer_initial']:.4f} -> {result['dev_wer_best']:.4f} (best step {result['best_step']})"
+        )
+
+
+@app.command("export-student")
+@user_errors
+def export_student_cmd(
+    student: Annotated[Path, typer.Argument(help="A student folder (train_student output).")],
+    language: Annotated[str, typer.Option(help="Language whose experts to route to.")],
+    out: Annotated[Path, typer.Option(help="Folder for the plain Whisper checkpoint.")],
+    threshold: Annotated[
+        float, typer.Option(help="Use a layer's expert when its dev gate rate is at least this.")
+    ] = 0.5,
+) -> None:
+    """Export a plain Whisper checkpoint for one language (static per-layer routing from dev gate rates)."""
+    from pipeline.export import export_student
+
+    info = export_student(student, language, out, threshold)
+    experts = sum(1 for r in info["routing"].values() if r["branch"] == "expert")
+    typer.echo(
+        f"{out}: {info['mode']} student for {language}, {experts} of {len(info['routing'])} CLSR layers use the expert"
+    )
+
+
+@app.command("export-students")
+@user_errors
+def export_students_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the export_student section from.")] = DEFAULT_PARAMS,
+) -> None:
+    """Stage export_student: export every configured mode and language (params.yaml: export_student)."""
+    from pipeline.export import ExportConfig, export_all
+
+    for info in export_all(load_section(ExportConfig, "export_student", params)):
+        typer.echo(f"{info['mode']}-{info['language']}: {info['routing']}")
+
+
+@app.command("quantize")
+@user_errors
+def quantize_cmd(
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="HF Whisper checkpoint; omit to run the quantize stage from params.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output CTranslate2 folder (with MODEL_DIR).")] = None,
+    compute_type: Annotated[
+        str, typer.Option(help="float32, int8, int8_float32, int16; on GPU float16, int8_float16, bfloat16.")
+    ] = "int8",
+    device: Annotated[str, typer.Option(help="Device used to read back the effective compute type.")] = "cpu",
+    params: Annotated[Path, typer.Option(help="params.yaml (stage mode).")] = DEFAULT_PARAMS,
+) -> None:
+    """Convert an HF Whisper checkpoint with CTranslate2 at a compute type (or every model and type of params.yaml)."""
+    from pipeline.quantize import QuantizeConfig, quantize, quantize_all
+
+    if model_dir is None:
+        results = quantize_all(load_section(QuantizeConfig, "quantize", params))
+    else:
+        if out is None:
+            raise typer.BadParameter("--out is required with MODEL_DIR")
+        results = [quantize(model_dir, out, compute_type, device)]
+    for r in results:
+        typer.echo(
+            f"{r['source']} {r['requested_compute_type']} -> {r['effective_compute_type']} ({r['model_size_mb']} MB)"
+        )
+
+
+@app.command("benchmark")
+@user_errors
+def benchmark_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the benchmark section from.")] = DEFAULT_PARAMS,
+) -> None:
+    """Stage benchmark: per-language / per-gender error rates, RTFx, memory, size (params.yaml: benchmark)."""
+    from pipeline.benchmark import BenchmarkConfig, run_benchmark
+
+    config = load_section(BenchmarkConfig, "benchmark", params)
+    result = run_benchmark(config)
+    typer.echo(f"{config.out_dir}/metrics.json: {result['rows']} rows from {result['runs']} model runs")
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the report section from.")] = DEFAULT_PARAMS,
+    bench: Annotated[Path | None, typer.Option(help="Benchmark folder (metrics.json).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """Stage report: report.md with tables, bias analysis and plots."""
+    from pipeline.report import ReportConfig, make_report
+
+    config = load_section(ReportConfig, "report", params, bench=_str(bench), out_dir=_str(out))
+    make_report(config)
+    typer.echo(f"{config.out_dir}/report.md written")
+
+
 def _str(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from pipeline.ct2_format import CT2Checkpoint
+from pipeline.decode import greedy_ctranslate2
+from pipeline.teacher import prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +65,6 @@ def convert_with_ctranslate2(hf_dir: Path, out: Path, quantization: str) -> Path
     return out
 
 
-def prompt_ids(tokenizer, language: str) -> list[int]:
-    """``<|startoftranscript|><|lang|><|transcribe|><|notimestamps|>`` as ids."""
-    tokens = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
-    ids = tokenizer.convert_tokens_to_ids(tokens)
-    unknown = [t for t, i in zip(tokens, ids) if i is None or i == tokenizer.unk_token_id]
-    if unknown:
-        raise ValueError(f"tokenizer has no token(s) {unknown}")
-    return ids
-
-
 def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], max_length: int) -> list[list[int]]:
     """Greedy token ids after the prompt, without end-of-text, from a transformers Whisper."""
     eot = model.generation_config.eos_token_id
@@ -91,15 +83,6 @@ def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], m
             ids = ids[len(prompt) :] if ids[: len(prompt)] == prompt else ids
             out.append([i for i in ids if i != eot])
     return out
-
-
-def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], max_length: int) -> list[list[int]]:
-    """Greedy token ids after the prompt from ``ctranslate2.models.Whisper.generate``."""
-    import ctranslate2
-
-    view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
-    results = model.generate(view, prompts, beam_size=1, max_length=max_length, return_scores=False)
-    return [list(r.sequences_ids[0]) for r in results]
 
 
 def agree_up_to_shorter(a: list[int], b: list[int]) -> bool:

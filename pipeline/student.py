@@ -67,7 +67,7 @@ def build_student(spec: StudentSpec):
     if spec.keep_decoder_layers is not None:
         heads = model.generation_config.alignment_heads or []
         remap = {old: new for new, old in enumerate(spec.keep_decoder_layers)}
-        model.generation_config.alignment_heads = [[remap[l], h] for l, h in heads if l in remap] or None
+        model.generation_config.alignment_heads = [[remap[layer], h] for layer, h in heads if layer in remap] or None
     return model.eval()
 
 

@@ -26,12 +26,14 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.clsr import CLSRConfig, add_clsr, gate_budget_loss
+from pipeline.decode import EncoderStore, greedy_decode
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir
 from pipeline.losses import KD_LOSSES, cross_entropy
@@ -43,10 +45,9 @@ from pipeline.student import (
     StudentSpec,
     build_student,
     save_student,
-    set_language,
     trainable_parameters,
 )
-from pipeline.teacher import features_for, label_ids, pick_device, prompt_ids
+from pipeline.teacher import label_ids, pick_device, prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -156,33 +157,6 @@ def epoch_batches(examples: list[Example], cfg: TrainConfig, epoch: int) -> list
     return batches
 
 
-class EncoderStore:
-    """Log-mel features, or the frozen encoder's outputs, computed once per utterance."""
-
-    def __init__(self, model, extractor, root: Path, precompute: bool, device: torch.device) -> None:
-        self.model, self.extractor, self.root, self.precompute, self.device = model, extractor, root, precompute, device
-        self.memo: dict[str, torch.Tensor] = {}
-
-    def fill(self, utts: list[Utterance], batch_size: int = 8) -> None:
-        todo = [u for u in utts if u.id not in self.memo]
-        for i in progress(range(0, len(todo), batch_size), desc="encoder inputs", unit="batch"):
-            chunk = todo[i : i + batch_size]
-            feats = features_for(self.extractor, chunk, self.root)
-            if self.precompute:
-                with torch.no_grad():
-                    feats = self.model.model.encoder(feats.to(self.device)).last_hidden_state.to(torch.float16).cpu()
-            for u, f in zip(chunk, feats):
-                self.memo[u.id] = f
-
-    def kwargs(self, utts: list[Utterance]) -> dict:
-        stacked = torch.stack([self.memo[u.id] for u in utts]).to(self.device)
-        if self.precompute:
-            from transformers.modeling_outputs import BaseModelOutput
-
-            return {"encoder_outputs": BaseModelOutput(last_hidden_state=stacked.float())}
-        return {"input_features": stacked}
-
-
 def _examples(utts: list[Utterance], tokenizer, cache) -> list[Example]:
     out = []
     for u in utts:
@@ -247,39 +221,6 @@ def step_loss(
         )
         loss = loss + w_kd * parts["kd"]
     return loss, {k: float(v.detach()) for k, v in parts.items()}
-
-
-def greedy_decode(
-    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
-) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates."""
-    model.eval()
-    hyps: dict[str, str] = {}
-    rates: dict[str, dict[str, float]] = {}
-    state = getattr(model, "_clsr_state", None)
-    for lang in sorted({u.language for u in utts}):
-        group = [u for u in utts if u.language == lang]
-        set_language(model, lang)
-        if state is not None:
-            state.reset()
-            state.decoder_mask = None
-        prompt = prompt_ids(tokenizer, lang)
-        for i in range(0, len(group), cfg.eval_batch_size):
-            chunk = group[i : i + cfg.eval_batch_size]
-            with torch.inference_mode():
-                out = model.generate(
-                    **store.kwargs(chunk),
-                    decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
-                    do_sample=False,
-                    num_beams=1,
-                    max_new_tokens=cfg.max_new_tokens,
-                    return_timestamps=False,
-                )
-            for u, seq in zip(chunk, out):
-                hyps[u.id] = tokenizer.decode(seq[len(prompt) :], skip_special_tokens=True)
-        if state is not None:
-            rates[lang] = state.rates()
-    return [hyps[u.id] for u in utts], rates
 
 
 def dev_wer(model, utts, store, tokenizer, cfg) -> dict:
@@ -408,7 +349,9 @@ def train_student(cfg: TrainConfig) -> dict:
     model, spec, clsr = build_model(cfg)
     model.to(device)
     precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers and cfg.mode != "lora"
-    store = EncoderStore(model, extractor, cfg.train.parent, precompute, device)
+    store = EncoderStore(
+        model, extractor, cfg.train.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers)
+    )
     store.fill(train_utts + dev_utts)
     params = list(trainable_parameters(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -418,9 +361,11 @@ def train_student(cfg: TrainConfig) -> dict:
     state, best = resumed if resumed else (TrainState(), None)
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     log_path = cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     if not resumed and rank == 0:
         log_path.unlink(missing_ok=True)
 
+    log.info("%s: %d training utterances, %d steps, %d dev utterances", cfg.mode, len(examples), total, len(dev_utts))
     if state.step == 0 and rank == 0 and not state.history:
         # The untrained student is the first candidate for "best": training must beat it on dev.
         state.history.append({"step": 0, **dev_wer(model, dev_utts, store, tokenizer, cfg)})
@@ -511,3 +456,36 @@ def _write_plots(out: Path, log_path: Path) -> None:
 
 
 __all__ = ["TrainConfig", "train_student", "build_model", "lr_at", "epoch_batches"]
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    """``params.yaml: train_student``: train each mode into ``out_dir/<mode>``."""
+
+    modes: tuple[str, ...]
+    out_dir: Path
+    common: dict[str, Any]  # TrainConfig fields shared by every mode
+    per_mode: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def configs(self) -> list[TrainConfig]:
+        from pipeline.config import from_mapping
+
+        out = []
+        for mode in self.modes:
+            values = {**self.common, **self.per_mode.get(mode, {}), "mode": mode, "out_dir": str(self.out_dir / mode)}
+            out.append(from_mapping(TrainConfig, values, f"train_student ({mode})"))
+        return out
+
+
+def train_modes(stage: TrainStageConfig) -> dict[str, dict]:
+    """Train every configured mode; a mode whose folder already holds this exact training is skipped."""
+    results = {}
+    for cfg in stage.configs():
+        record = cfg.out_dir / "student.json"
+        wanted = json.loads(json.dumps(asdict(cfg), default=str))
+        if record.is_file() and json.loads(record.read_text()).get("training") == wanted:
+            log.info("%s is up to date", cfg.out_dir)
+            results[cfg.mode] = json.loads((cfg.out_dir / "dev.json").read_text())
+            continue
+        results[cfg.mode] = train_student(cfg)
+    return results

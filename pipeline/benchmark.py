@@ -1,0 +1,401 @@
+"""benchmark: per-language / per-gender error rates, speed, memory and size of every model.
+
+Decoding is held fixed: explicit language, greedy, temperature 0, no
+fallback, no timestamps, no previous-text conditioning, no VAD. Every model
+under test gets the same log-mel features (transformers'
+``WhisperFeatureExtractor``): transformers references and PyTorch CLSR
+students (exact token routing) through ``generate``, CTranslate2 models
+through ``ctranslate2.models.Whisper.generate``. faster-whisper's own
+end-to-end path (its extractor pads differently) is run beside them and
+labelled as the deployment figure.
+
+Speed: RTFx = audio seconds / decode seconds, after one warm-up utterance,
+with faster-whisper's lazy segment generator consumed inside the timer. The
+transformers teacher and every CTranslate2 model are timed end to end;
+PyTorch students reuse the frozen encoder's outputs and so report no RTFx.
+Memory: the peak resident set size sampled while a model loads and decodes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from pipeline.manifest import Utterance, load_manifest
+from pipeline.scoring import Counts, count_errors, metric_for, normalize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    datasets: dict[str, str]  # name -> manifest
+    out_dir: Path
+    teacher: str  # HF folder of the teacher (transformers float32 reference)
+    untrained: str  # student spec without training: "<base>" or "<base>@<decoder layers>"
+    students: dict[str, str] = field(default_factory=dict)  # mode -> student folder (exact routing)
+    ct2_dir: str = "data/ct2"  # quantize output: <model>-<compute type>/
+    target_languages: tuple[str, ...] = ()
+    faster_whisper: tuple[str, ...] = ()  # CT2 model folders (under ct2_dir) to also run end to end
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+class PeakRSS:
+    """Samples this process's resident set size in the background; ``peak_mb`` after ``stop``."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 1e6, 1)
+
+
+@dataclass
+class Run:
+    """One model's hypotheses on one set of utterances, with its cost."""
+
+    model: str
+    compute_type: str
+    effective_compute_type: str
+    utts: list[Utterance]
+    hyps: list[str]
+    decode_seconds: float | None
+    peak_rss_mb: float
+    model_size_mb: float
+    reference: str | None = None  # "model|compute_type" of the run this one is compared with
+
+
+def bootstrap_ci(
+    per_utt: list[Counts], reps: int, rng: np.random.Generator, other: list[Counts] | None = None
+) -> tuple[float, float]:
+    """95 % interval of the corpus rate (or of the paired difference with ``other``) over resampled utterances."""
+    errs = np.array([c.errors for c in per_utt], dtype=float)
+    refs = np.array([c.ref_units for c in per_utt], dtype=float)
+    if len(errs) == 0 or refs.sum() == 0:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(errs), size=(reps, len(errs)))
+    stat = errs[idx].sum(1) / np.maximum(refs[idx].sum(1), 1)
+    if other is not None:
+        errs_o = np.array([c.errors for c in other], dtype=float)
+        refs_o = np.array([c.ref_units for c in other], dtype=float)
+        stat = stat - errs_o[idx].sum(1) / np.maximum(refs_o[idx].sum(1), 1)
+    low, high = np.percentile(stat, [2.5, 97.5])
+    return round(float(low), 4), round(float(high), 4)
+
+
+def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Metric rows (per language, and per language x gender) and hypothesis rows of a run."""
+    per_utt = [
+        count_errors(normalize(u.text, u.language), normalize(h, u.language)) for u, h in zip(run.utts, run.hyps)
+    ]
+    ref_counts = None
+    if reference is not None:
+        by_id = {u.id: h for u, h in zip(reference.utts, reference.hyps)}
+        ref_counts = [
+            count_errors(normalize(u.text, u.language), normalize(by_id.get(u.id, ""), u.language)) for u in run.utts
+        ]
+    rows, hyps = [], []
+    rng = np.random.default_rng(seed)
+    audio_total = sum(u.duration for u in run.utts)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, u in enumerate(run.utts):
+        groups.setdefault((u.language, "all"), []).append(i)
+        groups.setdefault((u.language, f"gender={u.gender}"), []).append(i)
+    for (lang, group), idx in sorted(groups.items()):
+        total = Counts()
+        for i in idx:
+            total += per_utt[i]
+        audio = sum(run.utts[i].duration for i in idx)
+        decode = run.decode_seconds * audio / audio_total if run.decode_seconds else None
+        row = {
+            "model": run.model,
+            "compute_type": run.compute_type,
+            "effective_compute_type": run.effective_compute_type,
+            "language": lang,
+            "dataset": dataset,
+            "group": group,
+            "n_utterances": len(idx),
+            "ref_units": total.ref_units,
+            "metric": metric_for(lang),
+            "error_rate": round(total.rate, 4),
+            "hits": total.hits,
+            "substitutions": total.substitutions,
+            "deletions": total.deletions,
+            "insertions": total.insertions,
+            "ci95": bootstrap_ci([per_utt[i] for i in idx], reps, rng),
+            "audio_seconds": round(audio, 2),
+            "decode_seconds": round(decode, 3) if decode else None,
+            "rtfx": round(audio / decode, 2) if decode else None,
+            "peak_rss_mb": run.peak_rss_mb,
+            "model_size_mb": run.model_size_mb,
+            "reference": run.reference,
+        }
+        if ref_counts is not None:
+            ref_total = Counts()
+            for i in idx:
+                ref_total += ref_counts[i]
+            row["reference_error_rate"] = round(ref_total.rate, 4)
+            row["delta"] = round(total.rate - ref_total.rate, 4)
+            row["delta_ci95"] = bootstrap_ci([per_utt[i] for i in idx], reps, rng, [ref_counts[i] for i in idx])
+        rows.append(row)
+    for u, h in zip(run.utts, run.hyps):
+        hyps.append(
+            {
+                "model": run.model,
+                "compute_type": run.compute_type,
+                "dataset": dataset,
+                "id": u.id,
+                "language": u.language,
+                "ref": u.text,
+                "hyp": h,
+                "ref_norm": normalize(u.text, u.language),
+                "hyp_norm": normalize(h, u.language),
+            }
+        )
+    return rows, hyps
+
+
+def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float, float]:
+    """Run ``fn`` under the RSS sampler; (result, seconds, peak MB)."""
+    gc.collect()
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, rss.peak_mb
+
+
+def eval_namespace(cfg: BenchmarkConfig) -> SimpleNamespace:
+    return SimpleNamespace(eval_batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+
+
+def load_datasets(cfg: BenchmarkConfig) -> dict[str, list[Utterance]]:
+    return {name: load_manifest(Path(path)) for name, path in cfg.datasets.items()}
+
+
+def write_outputs(out: Path, rows: list[dict], hyps: list[dict], extra: dict) -> None:
+    from pipeline.fsutil import atomic_dir
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "metrics.json").write_text(
+            json.dumps({"rows": rows, **extra}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        with open(tmp / "hypotheses.jsonl", "w", encoding="utf-8") as handle:
+            for h in hyps:
+                handle.write(json.dumps(h, ensure_ascii=False) + "\n")
+
+
+def _hf_runs(
+    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer
+) -> dict[tuple[str, str], dict[str, Run]]:
+    """transformers teacher (timed end to end), untrained student, and the PyTorch students (exact routing)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from pipeline.decode import EncoderStore, greedy_decode
+    from pipeline.student import StudentSpec, build_student, load_student
+
+    runs: dict[tuple[str, str], dict[str, Run]] = {}
+    ns = eval_namespace(cfg)
+    device = torch.device("cpu")
+    teacher_dir = Path(cfg.teacher)
+    base, _, layers = cfg.untrained.partition("@")
+    keep = tuple(int(x) for x in layers.split(",")) if layers else None
+
+    def student(folder: str):
+        model, record = load_student(Path(folder))
+        keep_enc = tuple(record["keep_encoder_layers"]) if record["keep_encoder_layers"] is not None else None
+        return model, (record["base"], keep_enc)
+
+    models: list[tuple[str, Callable]] = [
+        (
+            "teacher",
+            lambda: (WhisperForConditionalGeneration.from_pretrained(teacher_dir).eval(), (str(teacher_dir), None)),
+        ),
+        ("student-untrained", lambda: (build_student(StudentSpec(Path(base), None, keep)), (base, None))),
+    ]
+    models += [(f"student-{mode}", (lambda folder=folder: student(folder))) for mode, folder in cfg.students.items()]
+    for name, make in models:
+        model, key = make()  # key: which encoder it has; students with the same frozen encoder share its outputs
+        end_to_end = name == "teacher"
+        for dataset, utts in data.items():
+            root = Path(cfg.datasets[dataset]).parent
+            # The teacher is timed end to end (encoder included); students whose frozen encoder is the
+            # teacher's reuse the encoder outputs it leaves in the shared store.
+            store = EncoderStore(model, extractor, root, precompute=True, device=device, key=key, dtype=torch.float32)
+            if end_to_end:
+                store.fill(utts[:1])
+                greedy_decode(model, utts[:1], store, tokenizer, ns)  # warm-up
+                store.memo.pop(utts[0].id)
+            else:
+                store.fill(utts)
+
+            def work(store=store, utts=utts, model=model):
+                store.fill(utts)
+                return greedy_decode(model, utts, store, tokenizer, ns)[0]
+
+            hyps, seconds, peak = timed(work)
+            size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+            runs.setdefault((name, "float32"), {})[dataset] = Run(
+                name,
+                "float32",
+                "float32",
+                utts,
+                hyps,
+                seconds if end_to_end else None,
+                peak,
+                round(size, 1),
+                reference=None if name == "student-untrained" else "student-untrained|float32",
+            )
+        del model
+    return runs
+
+
+def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[str, str], dict[str, Run]]:
+    """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features."""
+    import ctranslate2
+
+    from pipeline.decode import greedy_ctranslate2
+    from pipeline.teacher import features_for, prompt_ids
+
+    runs: dict[tuple[str, str], dict[str, Run]] = {}
+    for folder in sorted(p for p in Path(cfg.ct2_dir).glob("*") if (p / "quantize.json").is_file()):
+        info = json.loads((folder / "quantize.json").read_text())
+        export = Path(info["source"]) / "export.json"
+        language = json.loads(export.read_text())["language"] if export.is_file() else None
+        name = folder.name[: -len(info["requested_compute_type"]) - 1]
+        model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=info["effective_compute_type"])
+        for dataset, all_utts in data.items():
+            utts = [u for u in all_utts if language is None or u.language == language]
+            if not utts:
+                continue
+            root = Path(cfg.datasets[dataset]).parent
+
+            def work(utts=utts, root=root, model=model):
+                hyps = []
+                for i in range(0, len(utts), cfg.batch_size):
+                    chunk = utts[i : i + cfg.batch_size]
+                    feats = features_for(extractor, chunk, root).numpy()
+                    prompts = [prompt_ids(tokenizer, u.language) for u in chunk]
+                    ids = greedy_ctranslate2(model, feats, prompts, cfg.max_new_tokens + 4)
+                    hyps += [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+                return hyps
+
+            work(utts[:1], root)  # warm-up
+            hyps, seconds, peak = timed(work)
+            ref_type = "float32"
+            runs.setdefault((f"ct2:{name}", info["requested_compute_type"]), {})[dataset] = Run(
+                f"ct2:{name}",
+                info["requested_compute_type"],
+                info["effective_compute_type"],
+                utts,
+                hyps,
+                seconds,
+                peak,
+                info["model_size_mb"],
+                reference=None if info["requested_compute_type"] == ref_type else f"ct2:{name}|{ref_type}",
+            )
+        del model
+    return runs
+
+
+def _faster_whisper_runs(cfg: BenchmarkConfig, data) -> dict[tuple[str, str], dict[str, Run]]:
+    """faster-whisper end to end (its own features): what a deployment gets."""
+    from faster_whisper import WhisperModel
+
+    from pipeline.audio import read_wav
+
+    runs: dict[tuple[str, str], dict[str, Run]] = {}
+    for name in cfg.faster_whisper:
+        folder = Path(cfg.ct2_dir) / name
+        info = json.loads((folder / "quantize.json").read_text())
+        model = WhisperModel(str(folder), device="cpu", compute_type=info["effective_compute_type"])
+        options = dict(
+            beam_size=1, temperature=0.0, condition_on_previous_text=False, without_timestamps=True, vad_filter=False
+        )
+        for dataset, utts in data.items():
+            root = Path(cfg.datasets[dataset]).parent
+            audio = {u.id: read_wav(root / u.audio) for u in utts}
+
+            def work(utts=utts, audio=audio, model=model, options=options):
+                out = []
+                for u in utts:
+                    segments, _ = model.transcribe(audio[u.id], language=u.language, **options)
+                    out.append("".join(s.text for s in segments).strip())  # the generator runs inside the timer
+                return out
+
+            work(utts[:1])
+            hyps, seconds, peak = timed(work)
+            runs.setdefault((f"faster-whisper:{name}", info["requested_compute_type"]), {})[dataset] = Run(
+                f"faster-whisper:{name}",
+                info["requested_compute_type"],
+                info["effective_compute_type"],
+                utts,
+                hyps,
+                seconds,
+                peak,
+                info["model_size_mb"],
+            )
+        del model
+    return runs
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
+    tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
+    data = load_datasets(cfg)
+    runs = _hf_runs(cfg, data, extractor, tokenizer)
+    runs |= _ct2_runs(cfg, data, extractor, tokenizer)
+    runs |= _faster_whisper_runs(cfg, data)
+    rows, hyps = [], []
+    for per_dataset in runs.values():
+        for dataset, run in per_dataset.items():
+            ref = None
+            if run.reference:
+                ref_model, ref_type = run.reference.split("|")
+                ref = runs.get((ref_model, ref_type), {}).get(dataset)
+            r, h = score_rows(run, dataset, ref, cfg.bootstrap, cfg.seed)
+            rows += r
+            hyps += h
+    extra = {
+        "config": json.loads(json.dumps(cfg.__dict__, default=str)),
+        "target_languages": list(cfg.target_languages),
+    }
+    write_outputs(cfg.out_dir, rows, hyps, extra)
+    return {"rows": len(rows), "runs": len(runs)}

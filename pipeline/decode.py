@@ -1,0 +1,97 @@
+"""Greedy decoding shared by training (dev WER), the benchmark and the parity checks.
+
+:class:`EncoderStore` keeps log-mel features, or a frozen encoder's outputs,
+per utterance, so several decoders that share one encoder run it once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.manifest import Utterance
+from pipeline.progress import progress
+from pipeline.student import set_language
+from pipeline.teacher import features_for, prompt_ids
+
+_SHARED_MEMOS: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+class EncoderStore:
+    """Log-mel features, or the frozen encoder's outputs, computed once per utterance.
+
+    Stores with the same key (base model, kept encoder layers, kind) share one
+    memo within a process, so training several modes encodes the audio once.
+    """
+
+    def __init__(
+        self, model, extractor, root: Path, precompute: bool, device: torch.device, key: tuple = (), dtype=torch.float16
+    ) -> None:
+        self.model, self.extractor, self.root, self.precompute, self.device = model, extractor, root, precompute, device
+        self.dtype = dtype  # of stored encoder outputs: float16 halves the memory of a training run
+        self.memo: dict[str, torch.Tensor] = (
+            _SHARED_MEMOS.setdefault((*key, precompute, str(root), str(dtype)), {}) if key else {}
+        )
+
+    def fill(self, utts: list[Utterance], batch_size: int = 8) -> None:
+        todo = [u for u in utts if u.id not in self.memo]
+        for i in progress(range(0, len(todo), batch_size), desc="encoder inputs", unit="batch"):
+            chunk = todo[i : i + batch_size]
+            feats = features_for(self.extractor, chunk, self.root)
+            if self.precompute:
+                with torch.no_grad():
+                    feats = self.model.model.encoder(feats.to(self.device)).last_hidden_state.to(self.dtype).cpu()
+            for u, f in zip(chunk, feats):
+                self.memo[u.id] = f
+
+    def kwargs(self, utts: list[Utterance]) -> dict:
+        stacked = torch.stack([self.memo[u.id] for u in utts]).to(self.device)
+        if self.precompute:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            return {"encoder_outputs": BaseModelOutput(last_hidden_state=stacked.float())}
+        return {"input_features": stacked}
+
+
+def greedy_decode(
+    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
+) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates."""
+    model.eval()
+    hyps: dict[str, str] = {}
+    rates: dict[str, dict[str, float]] = {}
+    state = getattr(model, "_clsr_state", None)
+    for lang in sorted({u.language for u in utts}):
+        group = [u for u in utts if u.language == lang]
+        set_language(model, lang)
+        if state is not None:
+            state.reset()
+            state.decoder_mask = None
+        prompt = prompt_ids(tokenizer, lang)
+        for i in range(0, len(group), cfg.eval_batch_size):
+            chunk = group[i : i + cfg.eval_batch_size]
+            with torch.inference_mode():
+                out = model.generate(
+                    **store.kwargs(chunk),
+                    decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=cfg.max_new_tokens,
+                    return_timestamps=False,
+                )
+            for u, seq in zip(chunk, out):
+                hyps[u.id] = tokenizer.decode(seq[len(prompt) :], skip_special_tokens=True)
+        if state is not None:
+            rates[lang] = state.rates()
+    return [hyps[u.id] for u in utts], rates
+
+
+def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], max_length: int) -> list[list[int]]:
+    """Greedy token ids after the prompt from ``ctranslate2.models.Whisper.generate``."""
+    import ctranslate2
+
+    view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
+    results = model.generate(view, prompts, beam_size=1, max_length=max_length, return_scores=False)
+    return [list(r.sequences_ids[0]) for r in results]

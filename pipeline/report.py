@@ -1,0 +1,235 @@
+"""report: tables, bias analysis and plots from the benchmark's metrics.json.
+
+``report.md`` holds: the per-language error rates of every model (with
+insertions, so decoding loops stay visible); the checks the pipeline is
+judged by on the target languages (DistilWhisper vs the untrained student,
+the CLSR-only student and the teacher; in-domain and out-of-domain); the
+quantization-induced change per language ordered by Whisper's training
+hours; and the per-gender gaps. ``summary.json`` carries the key numbers
+for DVC metrics; three PNG plots go beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.fsutil import atomic_dir
+from pipeline.languages import by_resource_level, whisper_training_hours
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    bench: Path
+    out_dir: Path
+    main_student: str = "student-distilwhisper"
+    baselines: tuple[str, ...] = ("student-untrained", "student-clsr", "teacher")
+    quantized: tuple[str, ...] = ("int8",)
+
+
+def _index(rows: list[dict]) -> dict[tuple, dict]:
+    return {(r["model"], r["compute_type"], r["dataset"], r["language"], r["group"]): r for r in rows}
+
+
+def _rate(index, model, ctype, dataset, lang, group="all") -> dict | None:
+    return index.get((model, ctype, dataset, lang, group))
+
+
+def _fmt(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    return f"{100 * row['error_rate']:.1f} ({row['insertions']})"
+
+
+def language_table(rows: list[dict], dataset: str) -> list[str]:
+    index = _index(rows)
+    runs = sorted({(r["model"], r["compute_type"]) for r in rows if r["dataset"] == dataset})
+    langs = by_resource_level(sorted({r["language"] for r in rows if r["dataset"] == dataset}))
+    head = "| model | type | " + " | ".join(langs) + " |"
+    lines = [head, "|" + "---|" * (len(langs) + 2)]
+    for model, ctype in runs:
+        cells = [_fmt(_rate(index, model, ctype, dataset, lang)) for lang in langs]
+        if all(c == "-" for c in cells):
+            continue
+        lines.append(f"| {model} | {ctype} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_checks(rows: list[dict], cfg: ReportConfig, targets: list[str]) -> tuple[list[str], dict]:
+    """The bars from the end-to-end issue, per dataset and target language."""
+    index = _index(rows)
+    lines = [
+        "| dataset | language | distilwhisper | untrained | rel. gain vs untrained | clsr | teacher | ≥25 % gain | < clsr | ≤ teacher |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary: dict = {}
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for lang in targets:
+            main = _rate(index, cfg.main_student, "float32", dataset, lang)
+            untrained = _rate(index, "student-untrained", "float32", dataset, lang)
+            clsr = _rate(index, "student-clsr", "float32", dataset, lang)
+            teacher = _rate(index, "teacher", "float32", dataset, lang)
+            if not (main and untrained):
+                continue
+            gain = 1 - main["error_rate"] / untrained["error_rate"] if untrained["error_rate"] else 0.0
+            ok = [
+                gain >= 0.25,
+                clsr is not None and main["error_rate"] < clsr["error_rate"],
+                teacher is not None and main["error_rate"] <= teacher["error_rate"],
+            ]
+            lines.append(
+                f"| {dataset} | {lang} | {_fmt(main)} | {_fmt(untrained)} | {100 * gain:.1f} % | {_fmt(clsr)} | {_fmt(teacher)} | "
+                + " | ".join("yes" if x else "no" for x in ok)
+                + " |"
+            )
+            summary[f"{dataset}/{lang}"] = {
+                "distilwhisper": main["error_rate"],
+                "untrained": untrained["error_rate"],
+                "clsr": clsr and clsr["error_rate"],
+                "teacher": teacher and teacher["error_rate"],
+                "relative_gain": round(gain, 4),
+                "bars_met": ok,
+            }
+    return lines, summary
+
+
+def quantization_table(rows: list[dict], cfg: ReportConfig) -> tuple[list[str], list[dict]]:
+    hours = whisper_training_hours()
+    deltas = [
+        r
+        for r in rows
+        if r.get("delta") is not None
+        and r["model"].startswith("ct2:")
+        and r["group"] == "all"
+        and r["compute_type"] in cfg.quantized
+    ]
+    deltas.sort(key=lambda r: (-hours.get(r["language"], -1), r["model"], r["dataset"]))
+    lines = [
+        "| language | Whisper hours | model | dataset | type | float32 | quantized | change (95 % CI) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in deltas:
+        lines.append(
+            f"| {r['language']} | {hours.get(r['language'], 'n/a')} | {r['model']} | {r['dataset']} | {r['compute_type']} | "
+            f"{100 * r['reference_error_rate']:.1f} | {100 * r['error_rate']:.1f} | {100 * r['delta']:+.1f} "
+            f"[{100 * r['delta_ci95'][0]:+.1f}, {100 * r['delta_ci95'][1]:+.1f}] |"
+        )
+    return lines, deltas
+
+
+def gender_table(rows: list[dict]) -> list[str]:
+    index = _index(rows)
+    lines = ["| model | type | dataset | language | female | male | gap (f - m) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["group"] != "gender=female":
+            continue
+        male = _rate(index, r["model"], r["compute_type"], r["dataset"], r["language"], "gender=male")
+        if male:
+            lines.append(
+                f"| {r['model']} | {r['compute_type']} | {r['dataset']} | {r['language']} | {100 * r['error_rate']:.1f} | "
+                f"{100 * male['error_rate']:.1f} | {100 * (r['error_rate'] - male['error_rate']):+.1f} |"
+            )
+    return lines
+
+
+def plots(rows: list[dict], deltas: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = whisper_training_hours()
+    test = [r for r in rows if r["dataset"] == "test" and r["group"] == "all"]
+    langs = by_resource_level(sorted({r["language"] for r in test}))
+    runs = sorted({(r["model"], r["compute_type"]) for r in test})
+    fig, ax = plt.subplots(figsize=(max(8, len(langs)), 5))
+    width = 0.8 / max(len(runs), 1)
+    for i, (model, ctype) in enumerate(runs):
+        values = [
+            next(
+                (
+                    100 * r["error_rate"]
+                    for r in test
+                    if r["model"] == model and r["compute_type"] == ctype and r["language"] == lang
+                ),
+                0,
+            )
+            for lang in langs
+        ]
+        ax.bar([x + i * width for x in range(len(langs))], values, width, label=f"{model} {ctype}")
+    ax.set_xticks([x + 0.4 for x in range(len(langs))], langs)
+    ax.set_ylabel("error rate (%) on test")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "wer_per_language.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in deltas:
+        ax.scatter(hours.get(r["language"], 0.1), 100 * r["delta"], label=f"{r['model']} {r['dataset']}")
+        ax.annotate(r["language"], (hours.get(r["language"], 0.1), 100 * r["delta"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("Whisper training hours (log)")
+    ax.set_ylabel("quantized - float32 error rate (points)")
+    fig.tight_layout()
+    fig.savefig(out / "quantization_delta_vs_hours.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    timed = {}
+    for r in test:
+        if r["rtfx"]:
+            key = (r["model"], r["compute_type"])
+            a, e, u = timed.get(key, (0.0, 0, 0))
+            timed[key] = (
+                a + r["audio_seconds"],
+                e + r["substitutions"] + r["deletions"] + r["insertions"],
+                u + r["ref_units"],
+            )
+    for (model, ctype), (audio, errors, units) in timed.items():
+        rt = [r for r in test if r["model"] == model and r["compute_type"] == ctype and r["rtfx"]]
+        decode = sum(r["decode_seconds"] for r in rt)
+        ax.scatter(audio / decode, 100 * errors / max(units, 1))
+        ax.annotate(f"{model} {ctype}", (audio / decode, 100 * errors / max(units, 1)), fontsize=6)
+    ax.set_xlabel("RTFx (audio s / decode s)")
+    ax.set_ylabel("error rate (%) on test, all languages")
+    fig.tight_layout()
+    fig.savefig(out / "speed_vs_wer.png", dpi=100)
+    plt.close(fig)
+    return ["wer_per_language.png", "quantization_delta_vs_hours.png", "speed_vs_wer.png"]
+
+
+def make_report(cfg: ReportConfig) -> dict:
+    metrics = json.loads((cfg.bench / "metrics.json").read_text())
+    rows = metrics["rows"]
+    targets = metrics.get("target_languages") or []
+    checks, summary = target_checks(rows, cfg, targets)
+    qlines, deltas = quantization_table(rows, cfg)
+    text = [
+        "# dw-pipe report",
+        "",
+        "Error rates in % (WER; CER for zh and other character languages), corpus level;",
+        "insertions in parentheses (greedy decoding without fallback loops on synthetic speech).",
+        "",
+    ]
+    text += ["## Target languages: does distillation help?", ""] + checks + [""]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        text += [
+            f"## Per-language error rates: {dataset}",
+            "",
+            "Languages from most to least Whisper training hours.",
+            "",
+        ]
+        text += language_table(rows, dataset) + [""]
+    text += ["## Quantization-induced change, by resource level", ""] + qlines + [""]
+    text += ["## Gender gaps", ""] + gender_table(rows) + [""]
+    with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
+        images = plots(rows, deltas, tmp)
+        text += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
+        (tmp / "report.md").write_text("\n".join(text), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps({"targets": summary}, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,23 @@
+"""DVC stage export_student: a plain Whisper checkpoint per trained mode and language.
+
+python stages/export_student.py        # reads params.yaml: export_student
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import load_section  # noqa: E402
+from pipeline.export import ExportConfig, export_all  # noqa: E402
+from pipeline.stage import run_stage  # noqa: E402
+
+
+def main() -> None:
+    export_all(load_section(ExportConfig, "export_student"))
+
+
+if __name__ == "__main__":
+    run_stage("export_student", main)

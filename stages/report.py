@@ -1,0 +1,23 @@
+"""DVC stage report: report.md, summary.json and plots from the benchmark metrics.
+
+python stages/report.py        # reads params.yaml: report
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import load_section  # noqa: E402
+from pipeline.report import ReportConfig, make_report  # noqa: E402
+from pipeline.stage import run_stage  # noqa: E402
+
+
+def main() -> None:
+    make_report(load_section(ReportConfig, "report"))
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
