@@ -1,0 +1,166 @@
+"""export_student -> quantize -> benchmark -> report on the tiny Whisper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.benchmark import BenchmarkConfig, run_benchmark
+from pipeline.cache import CacheTeacherConfig, build_cache
+from pipeline.clsr import clsr_layers
+from pipeline.export import export_student
+from pipeline.quantize import quantize
+from pipeline.report import ReportConfig, make_report
+from pipeline.student import load_student, set_language
+from pipeline.train import TrainConfig, train_student
+from tests.conftest import write_tiny_manifest
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("downstream")
+    train = write_tiny_manifest(root, "train.jsonl", seed=0)
+    test = write_tiny_manifest(root, "test.jsonl", seed=2)
+    build_cache(CacheTeacherConfig(teacher=tiny_hf_dir, manifest=train, out_dir=root / "cache", top_k=8))
+    out = {"root": root, "train": train, "test": test}
+    for mode in ("distilwhisper", "clsr"):
+        cfg = TrainConfig(
+            mode=mode,
+            languages=("pl", "cs"),
+            base=tiny_hf_dir,
+            cache=root / "cache",
+            train=train,
+            dev=train,
+            out_dir=root / "students" / mode,
+            clsr_decoder_layers=(0, 1),
+            epochs=1,
+            batch_size=2,
+            max_new_tokens=4,
+        )
+        train_student(cfg)
+        out[mode] = cfg.out_dir
+    return out
+
+
+def _open_all_gates(model) -> None:
+    for layer in clsr_layers(model):
+        for gate in layer.gates.values():
+            torch.nn.init.zeros_(gate.w2.weight)  # G = 0 >= 0: every token routed to the expert
+        for expert in layer.experts.values():
+            with torch.no_grad():
+                expert.fc2.weight.mul_(1.5)
+
+
+def test_export_matches_exact_routing_when_gates_agree(trained, tmp_path):
+    model, _ = load_student(trained["distilwhisper"])
+    _open_all_gates(model)
+    from safetensors.torch import save_file
+
+    from pipeline.clsr import expert_state_dict
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    for f in trained["distilwhisper"].iterdir():
+        if f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+    save_file(expert_state_dict(model, "pl"), str(folder / "expert.pl.safetensors"))
+    info = export_student(folder, "pl", tmp_path / "export", threshold=0.0)
+    assert all(r["branch"] == "expert" for r in info["routing"].values())
+    from transformers import WhisperForConditionalGeneration
+
+    plain = WhisperForConditionalGeneration.from_pretrained(tmp_path / "export").eval()
+    set_language(model, "pl")
+    feats = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[50258, 50269, 50359, 50363, 400]])
+    with torch.no_grad():
+        assert torch.allclose(
+            model(input_features=feats, decoder_input_ids=ids).logits,
+            plain(input_features=feats, decoder_input_ids=ids).logits,
+            atol=1e-5,
+        )
+    shared = export_student(folder, "pl", tmp_path / "shared", threshold=1.1)
+    assert all(r["branch"] == "shared" for r in shared["routing"].values())
+
+
+def test_quantize_records_effective_type(trained, tiny_hf_dir, tmp_path):
+    info = quantize(tiny_hf_dir, tmp_path / "q-int8", "int8")
+    assert info["effective_compute_type"].startswith("int8") and info["model_size_mb"] > 0
+    fp16 = quantize(tiny_hf_dir, tmp_path / "q-f16", "float16")
+    assert fp16["effective_compute_type"] in ("float16", "float32")  # CPUs without fast float16 fall back
+    assert (tmp_path / "q-int8" / "tokenizer.json").is_file() and (
+        tmp_path / "q-int8" / "preprocessor_config.json"
+    ).is_file()
+
+
+def test_benchmark_and_report(trained, tiny_hf_dir, tmp_path):
+    ct2 = tmp_path / "ct2"
+    export = export_student(trained["distilwhisper"], "pl", tmp_path / "exports" / "distilwhisper-pl")
+    assert export["language"] == "pl"
+    for ctype in ("float32", "int8"):
+        quantize(tiny_hf_dir, ct2 / f"teacher-{ctype}", ctype)
+        quantize(tmp_path / "exports" / "distilwhisper-pl", ct2 / f"distilwhisper-pl-{ctype}", ctype)
+    cfg = BenchmarkConfig(
+        datasets={"test": str(trained["test"])},
+        out_dir=tmp_path / "bench",
+        teacher=str(tiny_hf_dir),
+        untrained=f"{tiny_hf_dir}@0,1",
+        students={"distilwhisper": str(trained["distilwhisper"]), "clsr": str(trained["clsr"])},
+        ct2_dir=str(ct2),
+        target_languages=("pl", "cs"),
+        faster_whisper=("teacher-int8",),
+        max_new_tokens=4,
+        bootstrap=50,
+    )
+    run_benchmark(cfg)
+    metrics = json.loads((cfg.out_dir / "metrics.json").read_text())
+    rows = metrics["rows"]
+    required = {
+        "model",
+        "compute_type",
+        "effective_compute_type",
+        "language",
+        "dataset",
+        "n_utterances",
+        "ref_units",
+        "metric",
+        "error_rate",
+        "hits",
+        "substitutions",
+        "deletions",
+        "insertions",
+        "audio_seconds",
+        "decode_seconds",
+        "rtfx",
+        "peak_rss_mb",
+        "model_size_mb",
+    }
+    assert all(required <= set(r) for r in rows)
+    models = {r["model"] for r in rows}
+    assert {
+        "teacher",
+        "student-untrained",
+        "student-distilwhisper",
+        "student-clsr",
+        "ct2:teacher",
+        "ct2:distilwhisper-pl",
+        "faster-whisper:teacher-int8",
+    } <= models
+    export_rows = [r for r in rows if r["model"] == "ct2:distilwhisper-pl"]
+    assert {r["language"] for r in export_rows} == {"pl"}
+    int8 = next(r for r in rows if r["model"] == "ct2:teacher" and r["compute_type"] == "int8" and r["group"] == "all")
+    assert int8["reference"] == "ct2:teacher|float32" and "delta_ci95" in int8
+    assert any(r["group"] == "gender=female" for r in rows)
+    teacher = next(r for r in rows if r["model"] == "teacher" and r["group"] == "all")
+    assert teacher["rtfx"] and teacher["rtfx"] > 0
+    hyps = (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()
+    assert {"model", "compute_type", "id", "language", "ref", "hyp", "ref_norm", "hyp_norm"} <= set(json.loads(hyps[0]))
+
+    report = ReportConfig(bench=cfg.out_dir, out_dir=tmp_path / "report")
+    make_report(report)
+    text = (report.out_dir / "report.md").read_text()
+    for section in ("Target languages", "Per-language error rates: test", "Quantization-induced change", "Gender gaps"):
+        assert section in text
+    assert all((report.out_dir / name).stat().st_size > 1000 for name in ("wer_per_language.png", "speed_vs_wer.png"))
