@@ -7,18 +7,16 @@ multilingual Whisper tokenizer shipped with the embedded weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from pipeline.ct2_import import generation_config_for, read_vocabulary, save_tokenizer
 from pipeline.models import embedded_source
 from pipeline.parity import convert_with_ctranslate2
 from pipeline.progress import set_progress
+from pipeline.tiny import build_tiny_whisper, save_tiny_whisper
 
-SEED = 1234
+__all__ = ["build_tiny_whisper", "write_tiny_manifest"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,61 +31,10 @@ def embedded_files() -> dict[str, Path]:
     return {"tokenizer": source.file("tokenizer.json"), "config": source.file("config.json")}
 
 
-def tiny_whisper_config():
-    from transformers import WhisperConfig
-
-    return WhisperConfig(
-        vocab_size=51865,
-        num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        max_source_positions=1500,
-        max_target_positions=448,
-        pad_token_id=50257,
-        bos_token_id=50257,
-        eos_token_id=50257,
-        decoder_start_token_id=50258,
-        begin_suppress_tokens=[220, 50257],
-        suppress_tokens=[1, 2, 7],
-    )
-
-
-def build_tiny_whisper(seed: int = SEED):
-    """A tiny random Whisper whose every parameter (biases and norms too) is non-trivial."""
-    from transformers import WhisperForConditionalGeneration
-
-    torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(tiny_whisper_config()).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "embed_positions" in name:
-                continue
-            param.add_(torch.randn_like(param) * 0.05)
-    return model
-
-
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory, embedded_files) -> Path:
     """A complete HF checkpoint folder of the tiny Whisper."""
-    out = tmp_path_factory.mktemp("tiny-hf")
-    model = build_tiny_whisper()
-    ct2_config = json.loads(embedded_files["config"].read_text())
-    ct2_config["alignment_heads"] = [[1, 0], [1, 2]]
-    model.generation_config = generation_config_for(
-        model.config, ct2_config, read_vocabulary(embedded_files["tokenizer"])
-    )
-    model.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    save_tokenizer(embedded_files["tokenizer"], out, 448)
-    from transformers import WhisperFeatureExtractor
-
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(out)
-    return out
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny-hf"))
 
 
 @pytest.fixture(scope="session")
