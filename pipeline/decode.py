@@ -82,7 +82,7 @@ def greedy_decode(
                     return_timestamps=False,
                 )
             for u, seq in zip(chunk, out):
-                hyps[u.id] = tokenizer.decode(seq[len(prompt) :], skip_special_tokens=True)
+                hyps[u.id] = tokenizer.decode(strip_prompt(seq.tolist(), prompt), skip_special_tokens=True)
         if state is not None:
             rates[lang] = state.rates()
     return [hyps[u.id] for u in utts], rates
@@ -95,3 +95,8 @@ def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], ma
     view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
     results = model.generate(view, prompts, beam_size=1, max_length=max_length, return_scores=False)
     return [list(r.sequences_ids[0]) for r in results]
+
+
+def strip_prompt(ids: list[int], prompt: list[int]) -> list[int]:
+    """Generated ids without the prompt (transformers 5 returns only new tokens; older versions the prompt too)."""
+    return ids[len(prompt) :] if ids[: len(prompt)] == prompt else ids

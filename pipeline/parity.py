@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.ct2_format import CT2Checkpoint
-from pipeline.decode import greedy_ctranslate2
+from pipeline.decode import greedy_ctranslate2, strip_prompt
 from pipeline.teacher import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,7 @@ def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], m
                 max_length=max_length,
                 return_timestamps=False,
             )
-            ids = sequences[0].tolist()
-            ids = ids[len(prompt) :] if ids[: len(prompt)] == prompt else ids
-            out.append([i for i in ids if i != eot])
+            out.append([i for i in strip_prompt(sequences[0].tolist(), prompt) if i != eot])
     return out
 
 

@@ -33,6 +33,11 @@ PUNCT = " ,.;:!?¡¿'\"«»„“”‘’()–—-"
 CJK_PUNCT = "，。；：！？、「」『』《》（）"
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "lo", "my"})
+# Languages whose sentences of a few words almost always carry a diacritic: a longer sentence
+# without any is most likely transliterated to ASCII (common in the fortunes-pl files), and
+# Whisper, writing the real spelling, would be scored wrong against it.
+DIACRITICS = {"pl": "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ", "cs": "áčďéěíňóřšťúůýžÁČĎÉĚÍŇÓŘŠŤÚŮÝŽ"}
+MIN_WORDS_FOR_DIACRITIC_CHECK = 4
 
 
 def fortune_entries(path: Path) -> Iterator[str]:
@@ -67,6 +72,9 @@ def sentence_problem(sentence: str, language: str, min_units: int, max_units: in
         return "characters implausible for the language"
     if not re.search(r"[.!?。！？]$", sentence):
         return "not a complete sentence"
+    marks = DIACRITICS.get(language)
+    if marks and units >= MIN_WORDS_FOR_DIACRITIC_CHECK and not re.search(f"[{marks}]", sentence):
+        return "no diacritics (likely ASCII-transliterated)"
     if units < min_units:
         return "too short"
     if units > max_units:
