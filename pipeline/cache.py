@@ -129,12 +129,26 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
 def shard_is_done(path: Path, ident_hash: str, index: int) -> bool:
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except Exception:  # unreadable: recompute it
+    """A finished shard of this cache: right identity and index, and the checksum it was written with."""
+    sidecar = _sidecar(path)
+    if not path.is_file() or not sidecar.is_file():
         return False
-    return meta.get(IDENTITY_KEY) == ident_hash.encode() and meta.get(SHARD_KEY) == str(index).encode()
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except Exception:  # unreadable: recompute it
+        log.warning("%s is unreadable; recomputing it", path.name)
+        return False
+    if meta.get(IDENTITY_KEY) != ident_hash.encode() or meta.get(SHARD_KEY) != str(index).encode():
+        return False
+    if sha256_files([path]) != sidecar.read_text().strip():
+        log.warning("%s fails its checksum (corrupt or modified); recomputing it", path.name)
+        return False
+    return True
 
 
 def _write_shard(path: Path, data: bytes) -> None:
@@ -153,6 +167,13 @@ def _write_shard(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_sidecar(path: Path, data: bytes) -> None:
+    """The shard's sha256, written after the shard itself: a shard without it counts as unfinished."""
+    import hashlib
+
+    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
 
 
 def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
@@ -196,6 +217,7 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
             {IDENTITY_KEY: ident_hash.encode(), SHARD_KEY: str(index).encode()},
         )
         _write_shard(path, data)
+        _write_sidecar(path, data)
         log.info("wrote %s (%d rows, %d label tokens)", path.name, len(arrays.ids), len(arrays.labels))
     _barrier(world)
     if rank != 0:
@@ -218,7 +240,7 @@ def _prepare_folder(out: Path, ident: dict, force: bool) -> None:
             )
         if diffs:
             log.warning("rebuilding %s: %s", out, "; ".join(diffs))
-            for shard in out.glob("shard-*.parquet"):
+            for shard in [*out.glob("shard-*.parquet"), *out.glob(".shard-*.sha256")]:
                 shard.unlink()
     elif any(out.glob("shard-*.parquet")) and not force:
         raise CacheMismatchError(f"{out} holds shards but no cache.json; pass --force to rebuild it")
@@ -268,6 +290,7 @@ def _finish(out: Path, ident: dict, ident_hash: str, n_shards: int) -> dict:
     extra = sorted(p.name for p in out.glob("shard-*.parquet") if p.name not in {s["file"] for s in shards})
     for name in extra:
         (out / name).unlink()
+        _sidecar(out / name).unlink(missing_ok=True)
     content = {
         "status": "complete",
         "identity": ident,

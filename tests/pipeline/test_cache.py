@@ -192,3 +192,17 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, 
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert _shard_digests(tmp_path / "ranks") == _shard_digests(single.out_dir)
+
+
+def test_rerun_recomputes_a_corrupted_shard(tiny_hf_dir, tiny_manifest, tmp_path, caplog):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    before = _shard_digests(cfg.out_dir)
+    victim = sorted(cfg.out_dir.glob("shard-*.parquet"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        build_cache(cfg)
+    assert f"{victim.name} fails its checksum" in caplog.text
+    assert _shard_digests(cfg.out_dir) == before and verify_cache(cfg.out_dir) == []
