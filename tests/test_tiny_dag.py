@@ -1,0 +1,93 @@
+"""The whole DVC pipeline on the tiny profile: runs, is then up to date, survives kills, shares its cache.
+
+Each test works in a scratch copy of the repository (scripts/tiny_repro.py)
+with a tiny random Whisper and a handful of espeak-ng utterances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from tiny_repro import prepare, run  # noqa: E402
+
+CACHE = Path("data/cache/tiny")
+STUDENTS = Path("data/students")
+
+
+def _digests(work: Path) -> dict[str, str]:
+    """What must not depend on interruptions: cache shards and trained experts."""
+    import hashlib
+
+    out = {s["file"]: s["sha256"] for s in json.loads((work / CACHE / "cache.json").read_text())["shards"]}
+    for f in sorted((work / STUDENTS).rglob("expert.*.safetensors")):
+        out[str(f.relative_to(work))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("tiny-ref")
+    prepare(work)
+    run(["dvc", "repro"], work)
+    return work
+
+
+def test_full_pipeline_runs_then_is_up_to_date(reference):
+    report = (reference / "data/report/report.md").read_text()
+    assert "Target languages" in report and "Quantization-induced change" in report
+    metrics = json.loads((reference / "data/bench/metrics.json").read_text())
+    assert {r["model"] for r in metrics["rows"]} >= {"teacher", "student-distilwhisper", "ct2:teacher", "faster-whisper:teacher-int8"}
+    stages = {json.loads(line)["stage"] for line in (reference / "logs/stage_times.jsonl").read_text().splitlines()}
+    assert stages == {"import_models", "prepare_data", "cache_teacher", "train_student", "export_student", "quantize", "benchmark", "report"}
+    assert "Data and pipelines are up to date" in run(["dvc", "repro"], reference)
+
+
+def _kill_when(work: Path, target: str, ready) -> None:
+    """Start `dvc repro target`, SIGKILL its whole process group once ``ready()`` holds."""
+    proc = subprocess.Popen(["dvc", "repro", target], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while proc.poll() is None and not ready() and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the stage finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_repro_resumes_to_the_same_results(reference, tmp_path):
+    work = tmp_path / "killed"
+    work.mkdir()
+    prepare(work)
+    run(["dvc", "repro", "prepare_data"], work)
+    _kill_when(work, "cache_teacher", lambda: any((work / CACHE).glob(".shard-*.sha256")))
+    assert not (work / CACHE / "cache.json").is_file() or json.loads((work / CACHE / "cache.json").read_text())["status"] == "building"
+    _kill_when(work, "train_student", lambda: (work / STUDENTS / ".distilwhisper.checkpoint").is_dir())
+    run(["dvc", "repro", "train_student"], work)
+    ref = {k: v for k, v in _digests(reference).items()}
+    assert _digests(work) == ref
+
+
+def test_pushed_cache_is_reused_by_a_second_clone(reference, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "store", str(remote)], reference)
+    run(["dvc", "push"], reference)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    prepare(clone)
+    (clone / "dvc.lock").write_bytes((reference / "dvc.lock").read_bytes())
+    run(["dvc", "remote", "add", "-f", "-d", "store", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    out = run(["dvc", "repro"], clone)
+    assert "Running stage 'cache_teacher'" not in out, out[-2000:]
+    assert not (clone / "logs/stage_times.jsonl").exists() or "cache_teacher" not in (clone / "logs/stage_times.jsonl").read_text()
+    assert (clone / CACHE / "cache.json").is_file()
