@@ -91,8 +91,9 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> Iterator:
             raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(index)
             audio = row["audio"] or {}
             ref = audio.get("bytes") or (Path(audio["path"]) if audio.get("path") else None)
+            prefix = f"{cfg.name}-" if cfg.name else ""
             record = {
-                "id": f"{our_split}-{raw_id}",
+                "id": f"{prefix}{our_split}-{raw_id}",
                 "text": row.get(text_col),
                 "language": _language_code(row, ds.features, cfg.language, cfg.name, names),
                 "split": our_split,

@@ -34,10 +34,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HFSourceConfig:
+    """One Hugging Face dataset (config) and how its splits map onto ours."""
+
     splits: dict[str, str]  # our split -> dataset split name
     name: str | None = None  # dataset config (e.g. FLEURS "pl_pl", CV "pl")
     language: str | None = None  # force one language (otherwise from locale / language columns)
     max_per_split: int = 0  # 0: all
+    input: str | None = None  # hub id or save_to_disk folder (else prepare_data.input)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class PrepareDataConfig:
     synthetic: SyntheticConfig
     hf: HFSourceConfig
     input: str | None = None
+    hf_datasets: tuple[HFSourceConfig, ...] = ()  # several datasets (e.g. Common Voice + FLEURS per language)
     allow_outside_paths: bool = False
 
 
@@ -234,9 +238,16 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
     elif cfg.source == "hf":
         from pipeline.corpus_hf import hf_candidates
 
-        if not cfg.input:
-            raise DwPipeError("source hf needs --input NAME_OR_FOLDER (a hub dataset or a save_to_disk folder)")
-        candidates = list(hf_candidates(cfg.input, cfg.hf, languages))
+        datasets = [cfg.hf] if cfg.input else list(cfg.hf_datasets)
+        if not datasets or any(not (d.input or cfg.input) for d in datasets):
+            raise DwPipeError(
+                "source hf needs --input NAME_OR_FOLDER, or prepare_data.hf_datasets entries with an input each"
+            )
+        candidates = [
+            c
+            for d in datasets
+            for c in hf_candidates(d.input if d.input and not cfg.input else cfg.input, d, languages)
+        ]
     else:
         raise DwPipeError(f"unknown source {cfg.source!r}: use synthetic, hf or local")
     log.info("prepare_data: %d candidate utterances from %s", len(candidates), cfg.source)

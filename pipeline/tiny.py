@@ -22,10 +22,23 @@ def tiny_whisper_config(layers: int = 2):
     from transformers import WhisperConfig
 
     return WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=layers, decoder_layers=layers,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        max_source_positions=1500, max_target_positions=448, pad_token_id=50257, bos_token_id=50257,
-        eos_token_id=50257, decoder_start_token_id=50258, begin_suppress_tokens=[220, 50257], suppress_tokens=[1, 2, 7],
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50257,
+        decoder_start_token_id=50258,
+        begin_suppress_tokens=[220, 50257],
+        suppress_tokens=[1, 2, 7],
     )
 
 

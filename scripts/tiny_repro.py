@@ -22,13 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_repo(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for name in filter(None, files.decode().split("\0")):
         src = ROOT / name
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    shutil.copytree(ROOT / ".dvc", dest / ".dvc", dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    shutil.copytree(
+        ROOT / ".dvc", dest / ".dvc", dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache", "tmp", "config.local")
+    )
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -44,8 +48,16 @@ def prepare(work: Path) -> None:
     (work / "dvc.lock").unlink(missing_ok=True)
     shutil.copyfile(work / "profiles" / "tiny.yaml", work / "params.yaml")
     run(["git", "init", "-q"], work)
-    run([sys.executable, "-c", "import sys; from pathlib import Path; from pipeline.tiny import save_tiny_whisper; "
-         "save_tiny_whisper(Path(sys.argv[1]))", "tiny-models/teacher"], work)
+    run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from pipeline.tiny import save_tiny_whisper; "
+            "save_tiny_whisper(Path(sys.argv[1]))",
+            "tiny-models/teacher",
+        ],
+        work,
+    )
 
 
 def main() -> None:

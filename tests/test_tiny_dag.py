@@ -47,15 +47,31 @@ def test_full_pipeline_runs_then_is_up_to_date(reference):
     report = (reference / "data/report/report.md").read_text()
     assert "Target languages" in report and "Quantization-induced change" in report
     metrics = json.loads((reference / "data/bench/metrics.json").read_text())
-    assert {r["model"] for r in metrics["rows"]} >= {"teacher", "student-distilwhisper", "ct2:teacher", "faster-whisper:teacher-int8"}
+    assert {r["model"] for r in metrics["rows"]} >= {
+        "teacher",
+        "student-distilwhisper",
+        "ct2:teacher",
+        "faster-whisper:teacher-int8",
+    }
     stages = {json.loads(line)["stage"] for line in (reference / "logs/stage_times.jsonl").read_text().splitlines()}
-    assert stages == {"import_models", "prepare_data", "cache_teacher", "train_student", "export_student", "quantize", "benchmark", "report"}
+    assert stages == {
+        "import_models",
+        "prepare_data",
+        "cache_teacher",
+        "train_student",
+        "export_student",
+        "quantize",
+        "benchmark",
+        "report",
+    }
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], reference)
 
 
 def _kill_when(work: Path, target: str, ready) -> None:
     """Start `dvc repro target`, SIGKILL its whole process group once ``ready()`` holds."""
-    proc = subprocess.Popen(["dvc", "repro", target], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", target], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     while proc.poll() is None and not ready() and time.time() < deadline:
         time.sleep(0.05)
@@ -70,7 +86,10 @@ def test_killed_repro_resumes_to_the_same_results(reference, tmp_path):
     prepare(work)
     run(["dvc", "repro", "prepare_data"], work)
     _kill_when(work, "cache_teacher", lambda: any((work / CACHE).glob(".shard-*.sha256")))
-    assert not (work / CACHE / "cache.json").is_file() or json.loads((work / CACHE / "cache.json").read_text())["status"] == "building"
+    assert (
+        not (work / CACHE / "cache.json").is_file()
+        or json.loads((work / CACHE / "cache.json").read_text())["status"] == "building"
+    )
     _kill_when(work, "train_student", lambda: (work / STUDENTS / ".distilwhisper.checkpoint").is_dir())
     run(["dvc", "repro", "train_student"], work)
     ref = {k: v for k, v in _digests(reference).items()}
@@ -89,5 +108,8 @@ def test_pushed_cache_is_reused_by_a_second_clone(reference, tmp_path):
     run(["dvc", "pull"], clone)
     out = run(["dvc", "repro"], clone)
     assert "Running stage 'cache_teacher'" not in out, out[-2000:]
-    assert not (clone / "logs/stage_times.jsonl").exists() or "cache_teacher" not in (clone / "logs/stage_times.jsonl").read_text()
+    assert (
+        not (clone / "logs/stage_times.jsonl").exists()
+        or "cache_teacher" not in (clone / "logs/stage_times.jsonl").read_text()
+    )
     assert (clone / CACHE / "cache.json").is_file()
