@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.cache_format import ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
+from pipeline.distributed import barrier, rank_and_world
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_write_text, sha256_files
 from pipeline.manifest import load_manifest
@@ -109,26 +110,6 @@ def _differences(old: dict, new: dict) -> list[str]:
     ] or (["feature_extractor settings"] if old.get("feature_extractor") != new.get("feature_extractor") else [])
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.sha256")
 
@@ -183,7 +164,7 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
     cfg.check()
     if not (cfg.teacher / "config.json").is_file():
         raise DwPipeError(f"teacher {cfg.teacher} is not an HF checkpoint folder; run import_models first")
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
     utts = load_manifest(cfg.manifest)
@@ -195,7 +176,7 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
     out = cfg.out_dir
     if rank == 0:
         _prepare_folder(out, ident, force)
-    _barrier(world)
+    barrier(world)
 
     per = ident["rows_per_shard"]
     n_shards = math.ceil(len(items) / per)
@@ -219,7 +200,7 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
         _write_shard(path, data)
         _write_sidecar(path, data)
         log.info("wrote %s (%d rows, %d label tokens)", path.name, len(arrays.ids), len(arrays.labels))
-    _barrier(world)
+    barrier(world)
     if rank != 0:
         return {}
     return _finish(out, ident, ident_hash, n_shards)

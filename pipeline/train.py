@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.clsr import CLSRConfig, add_clsr, gate_budget_loss
 from pipeline.decode import EncoderStore, greedy_decode
+from pipeline.distributed import average_gradients, rank_and_world
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir
 from pipeline.losses import KD_LOSSES, cross_entropy
@@ -232,29 +232,6 @@ def dev_wer(model, utts, store, tokenizer, cfg) -> dict:
     return {"wer": counts.rate, "insertions": counts.insertions, "ref_units": counts.ref_units, "gate_rates": rates}
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _average_gradients(params: list[torch.Tensor], world: int) -> None:
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
-
-
 def build_model(cfg: TrainConfig):
     """The student to train: layer copy, then CLSR / LoRA / full fine-tuning set-up."""
     spec = StudentSpec(cfg.base, cfg.keep_encoder_layers, cfg.keep_decoder_layers)
@@ -330,7 +307,7 @@ def train_student(cfg: TrainConfig) -> dict:
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     cfg.check()
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     device, autocast = pick_device(cfg.device)
     tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.base)
@@ -387,7 +364,7 @@ def train_student(cfg: TrainConfig) -> dict:
             (loss / len(group)).backward()
             for k, v in parts.items():
                 logged[k] = logged.get(k, 0.0) + v / len(group)
-        _average_gradients(params, world)
+        average_gradients(params, world)
         optimizer.step()
         state.step = step + 1
         clsr_state = getattr(model, "_clsr_state", None)
