@@ -217,6 +217,8 @@ def train_student_cmd(
         common={**stage.common, **{k: v for k, v in overrides.items() if v is not None}},
     )
     for name, result in train_modes(stage).items():
+        if not result:  # ranks other than 0 under torchrun
+            continue
         typer.echo(
             f"{name}: dev error rate {result['dev_wer_initial']:.4f} -> {result['dev_wer_best']:.4f} (best step {result['best_step']})"
         )

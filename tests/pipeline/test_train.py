@@ -87,3 +87,28 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
         b = load_file(str(cfg.out_dir / f"expert.{lang}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lang
     assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
+
+
+def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train_student:\n  modes: [distilwhisper]\n"
+        f"  out_dir: {tmp_path / 'ddp'}\n"
+        "  common:\n    languages: [pl, cs]\n"
+        f"    base: {tiny_hf_dir}\n    cache: {tiny_data['cache']}\n    train: {tiny_data['train']}\n    dev: {tiny_data['dev']}\n"
+        "    clsr_decoder_layers: [0, 1]\n    epochs: 2\n    batch_size: 1\n    max_new_tokens: 4\n    device: cpu\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544",
+           "-m", "pipeline.cli", "--no-progress", "train-student", "--params", str(params)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "distilwhisper" / "dev.json").read_text())
+    # 5 single-utterance batches per epoch shared by 2 ranks: 3 optimizer steps per epoch
+    assert summary["steps"] == 2 * 3
+    assert (tmp_path / "ddp" / "distilwhisper" / "expert.pl.safetensors").is_file()
