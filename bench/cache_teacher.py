@@ -1,6 +1,6 @@
 """Teacher cache: size, fidelity, build overhead and read throughput on the embedded whisper-base.
 
-    python bench/cache_teacher.py [--manifest data/prepared/dev.jsonl] [--n 72] [--out data/bench/cache_teacher.json]
+    python bench/cache_teacher.py [--manifest data/prepared/dev.jsonl] [--n 72] [--out bench/results/cache_teacher.json]
 
 1. Runs the teacher (data/models/whisper-base) teacher-forced over N utterances,
    keeping every position's full distribution.
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/dev.jsonl"))
     parser.add_argument("--n", type=int, default=72)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("data/bench/cache_teacher.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/cache_teacher.json"))
     args = parser.parse_args()
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 

@@ -1,6 +1,6 @@
 """Is the imported embedded whisper-base exactly the model it came from?
 
-    python bench/import_parity.py [--out data/bench/import_parity.json]
+    python bench/import_parity.py [--out bench/results/import_parity.json]
 
 1. imports embedded:whisper-base (CTranslate2, float16) into an HF checkpoint;
 2. re-converts that checkpoint with CTranslate2's own converter at float16
@@ -30,7 +30,7 @@ from pipeline.parity import run_import_parity  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/bench/import_parity.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/import_parity.json"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     start = time.perf_counter()

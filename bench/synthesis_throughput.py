@@ -1,6 +1,6 @@
 """Speech synthesis throughput of the embedded corpus (prepare_data, source synthetic).
 
-    python bench/synthesis_throughput.py [--n 200] [--out data/bench/synthesis.json]
+    python bench/synthesis_throughput.py [--n 200] [--out bench/results/synthesis.json]
 
 Plans the corpus from params.yaml (prepare_data), then synthesizes, checks
 and writes the first N utterances with 1 worker and with 2 workers; prints
@@ -28,7 +28,7 @@ from pipeline.prepare import PrepareDataConfig, process, synthetic_candidates  #
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("data/bench/synthesis.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/synthesis.json"))
     args = parser.parse_args()
     from transformers import GenerationConfig, WhisperTokenizer
 

@@ -42,7 +42,7 @@ class EncoderStore:
             feats = features_for(self.extractor, chunk, self.root)
             if self.precompute:
                 with torch.no_grad():
-                    feats = self.model.model.encoder(feats.to(self.device)).last_hidden_state.to(self.dtype).cpu()
+                    feats = self.model.get_encoder()(feats.to(self.device)).last_hidden_state.to(self.dtype).cpu()
             for u, f in zip(chunk, feats):
                 self.memo[u.id] = f
 

@@ -97,6 +97,24 @@ def target_checks(rows: list[dict], cfg: ReportConfig, targets: list[str]) -> tu
     return lines, summary
 
 
+def non_target_table(rows: list[dict], cfg: ReportConfig, targets: list[str]) -> list[str]:
+    """Languages without experts: the trained student should equal the untrained one there."""
+    index = _index(rows)
+    lines = ["| dataset | language | distilwhisper | untrained | equal |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["model"] != "student-untrained" or r["group"] != "all" or r["language"] in targets:
+            continue
+        main = _rate(index, cfg.main_student, "float32", r["dataset"], r["language"])
+        if main:
+            same = (main["substitutions"], main["deletions"], main["insertions"]) == (
+                r["substitutions"],
+                r["deletions"],
+                r["insertions"],
+            )
+            lines.append(f"| {r['dataset']} | {r['language']} | {_fmt(main)} | {_fmt(r)} | {'yes' if same else 'no'} |")
+    return lines
+
+
 def quantization_table(rows: list[dict], cfg: ReportConfig) -> tuple[list[str], list[dict]]:
     hours = whisper_training_hours()
     deltas = [
@@ -217,6 +235,7 @@ def make_report(cfg: ReportConfig) -> dict:
         "",
     ]
     text += ["## Target languages: does distillation help?", ""] + checks + [""]
+    text += ["## Non-target languages: experts unused", ""] + non_target_table(rows, cfg, targets) + [""]
     for dataset in sorted({r["dataset"] for r in rows}):
         text += [
             f"## Per-language error rates: {dataset}",

@@ -325,7 +325,7 @@ def train_student(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)  # gate initialisation (W1 ~ N(0, 0.01)) and LoRA init
     model, spec, clsr = build_model(cfg)
     model.to(device)
-    precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers and cfg.mode != "lora"
+    precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers
     store = EncoderStore(
         model, extractor, cfg.train.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers)
     )
