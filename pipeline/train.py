@@ -83,6 +83,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     gate_budget: float = 0.5
     skip_gate_prob: float = 0.2
+    expert_dropout: float = 0.3  # output dropout of the language experts (paper: 0.3)
     baseline_kd: bool = False  # finetune / lora: add the KD term too
     lora_r: int = 64
     max_new_tokens: int = 225
