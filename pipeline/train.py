@@ -243,6 +243,7 @@ def build_model(cfg: TrainConfig):
             cfg.languages,
             cfg.clsr_encoder_layers,
             cfg.clsr_decoder_layers,
+            expert_dropout=cfg.expert_dropout,
             skip_gate_prob=cfg.skip_gate_prob,
             budget=cfg.gate_budget,
         )

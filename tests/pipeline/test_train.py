@@ -112,3 +112,15 @@ def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
     # 5 single-utterance batches per epoch shared by 2 ranks: 3 optimizer steps per epoch
     assert summary["steps"] == 2 * 3
     assert (tmp_path / "ddp" / "distilwhisper" / "expert.pl.safetensors").is_file()
+
+
+def test_clsr_settings_reach_the_layers(tiny_hf_dir, tiny_data, tmp_path):
+    from pipeline.clsr import clsr_layers
+    from pipeline.train import build_model
+
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "x", expert_dropout=0.0, skip_gate_prob=0.5, gate_budget=0.3)
+    model, _, clsr = build_model(cfg)
+    layers = clsr_layers(model)
+    assert len(layers) == 2
+    assert all(layer.experts["pl"].dropout.p == 0.0 for layer in layers)
+    assert clsr.skip_gate_prob == 0.5 and clsr.budget == 0.3
