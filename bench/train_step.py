@@ -74,7 +74,7 @@ def online_targets(teacher, batch, store, cfg, pad):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--short-steps", type=int, default=12)
+    parser.add_argument("--short-steps", type=int, default=12, help="0: skip the short runs")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
     args = parser.parse_args()
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"{k:<30} {v['seconds']:>8} {v['ratio_to_no_kd']:>8} {v['peak_rss_mb']:>12}")
 
     short = {}
-    for mode in ("distilwhisper", "clsr", "finetune", "lora"):
+    for mode in ("distilwhisper", "clsr", "finetune", "lora") if args.short_steps else ():
         extra = {"lr": 1e-4} if mode in ("finetune", "lora") else {}
         run = replace(
             stage.configs()[0], mode=mode, max_steps=args.short_steps, out_dir=Path(tempfile.mkdtemp()) / mode, **extra
