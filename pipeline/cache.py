@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.cache_format import ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
+from pipeline.cache_format import FORMAT_VERSION, ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
 from pipeline.distributed import barrier, rank_and_world
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_write_text, sha256_files
@@ -33,7 +33,6 @@ from pipeline.teacher import PROMPT_TEMPLATE, encode, features_for, label_logits
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 IDENTITY_KEY = b"dw_pipe.identity"
 SHARD_KEY = b"dw_pipe.shard"
 # Rough bytes per label token, used only to turn shard_target_mb into a fixed row count.

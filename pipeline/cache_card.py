@@ -44,8 +44,10 @@ then `<|endoftext|>`), and per label position `topk_ids`, `topk_logprobs`
 Row `label_ids[t]` is predicted from `prompt_ids + label_ids[:t]`.
 
 Encodings: with id encoding `rank`, `topk_ids` holds ranks into the shard's id
-table (Parquet metadata key `dw_pipe.id_table`: 4-byte length + zstd of uint16 ids); with value encoding
-`q8`, `topk_logprobs` holds uint8 steps of 1/16 nat, cumulative along the row.
+table (Parquet metadata key `dw_pipe.id_table`: 4-byte length + zstd of uint16 ids). With value encoding
+`float16`, `topk_logprobs` holds uint16 differences (mod 2^16) between the bit patterns of the negated
+float16 log-probs along each position's k entries (cumulative sum mod 2^16, read as float16, negate); with
+`q8`, uint8 steps of 1/16 nat, cumulative along the row.
 `pipeline.cache_reader.open_cache` decodes both; the raw columns load with
 
 ```python

@@ -5,7 +5,7 @@ One row per utterance. Columns (DESIGN.md, "Teacher cache"):
 * ``id``, ``language``: strings; ``prompt_ids``, ``label_ids``: ``list<uint16>``;
 * ``topk_ids``: ``list<uint16>`` of n*k values, row-major: label position t owns
   entries ``t*k .. t*k+k-1``, by descending log-prob;
-* ``topk_logprobs``: ``list<float16>`` (``float16``) or ``list<uint8>`` (``q8``), same layout;
+* ``topk_logprobs``: ``list<uint16>`` (``float16``) or ``list<uint8>`` (``q8``), same layout;
 * ``tail_logprob``: ``list<float16>``, log of the mass outside the top-k.
 
 Why flat rather than ``list<list<...>>``: Parquet stores a repetition and a
@@ -20,7 +20,14 @@ Encodings (recorded in ``cache.json``):
   ranks in its own frequency-sorted id table (Parquet key-value metadata
   ``dw_pipe.id_table``: 4-byte length, then zstd of the uint16 little-endian ids); frequent ids get small ranks,
   and with byte-stream-split the high bytes compress to almost nothing.
-* values ``float16``: log-probs as float16. values ``q8``: log-probs
+* values ``float16``: log-probs rounded to float16, stored losslessly as
+  differences (mod 2^16) between the bit patterns of consecutive negated
+  values in the row, the first from 0. The negated values of a row are
+  ascending, and a positive float16's bit pattern grows with its value, so
+  the differences are small: 18 instead of 20.5 bytes per label position
+  at k=16 on whisper-base (``bench/cache_teacher.py``), with the very same
+  float16 values coming back. Modular arithmetic keeps any row exact,
+  sorted or not. values ``q8``: log-probs
   quantized to steps of ``Q8_STEP`` nats, stored as uint8 differences from
   the previous (larger) value in the row, the first from 0; rounding is done
   on the cumulative values, so errors never add up (at most half a step).
@@ -35,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# 2: float16 values stored as bit-pattern differences (version 1 stored them as they are).
+FORMAT_VERSION = 2
 ID_TABLE_KEY = b"dw_pipe.id_table"
 Q8_STEP = 1.0 / 16.0
 ID_ENCODINGS = ("raw", "rank")
@@ -73,6 +82,18 @@ def dequantize_q8(codes: np.ndarray) -> np.ndarray:
     return -(np.cumsum(codes.astype(np.float32), axis=1) * Q8_STEP)
 
 
+def f16_to_deltas(logprobs: np.ndarray) -> np.ndarray:
+    """``[n, k]`` log-probs -> uint16 row-wise differences of the bit patterns of their negated float16 values."""
+    bits = np.negative(logprobs.astype(np.float16)).view(np.uint16).astype(np.int64)
+    return (np.diff(bits, axis=1, prepend=0) & 0xFFFF).astype(np.uint16)
+
+
+def deltas_to_f16(codes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`f16_to_deltas`, as float32 (exactly the float16 values)."""
+    bits = (np.cumsum(codes.astype(np.int64), axis=1) & 0xFFFF).astype(np.uint16)
+    return np.negative(bits.view(np.float16)).astype(np.float32)
+
+
 def _pack_table(table: np.ndarray) -> bytes:
     """The id table as ``<u4 length`` + zstd(uint16 little-endian)."""
     raw = table.astype("<u2").tobytes()
@@ -97,7 +118,7 @@ def encode_shard(arrays: ShardArrays, id_encoding: str, value_encoding: str) -> 
         ids = rank[ids]
         metadata[ID_TABLE_KEY] = _pack_table(table)
     if value_encoding == "float16":
-        values, vtype = arrays.topk_logprobs.astype(np.float16), pa.float16()
+        values, vtype = f16_to_deltas(arrays.topk_logprobs), pa.uint16()
     else:
         values, vtype = quantize_q8(arrays.topk_logprobs), pa.uint8()
     label_offsets = arrays.offsets
@@ -175,7 +196,7 @@ def decode_table(
             raise ValueError("id rank outside the shard's id table")
         ids = id_table[ids]
     values = values.reshape(n, k)
-    logprobs = dequantize_q8(values) if value_encoding == "q8" else values.astype(np.float32)
+    logprobs = dequantize_q8(values) if value_encoding == "q8" else deltas_to_f16(values)
     prompts, prompt_offsets = _flat(table.column("prompt_ids"), 1)
     return ShardArrays(
         ids=table.column("id").to_pylist(),

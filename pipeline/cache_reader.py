@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.cache_format import ShardArrays, decode_table
+from pipeline.cache_format import FORMAT_VERSION, ShardArrays, decode_table
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import sha256_files
 
@@ -32,6 +32,12 @@ def read_cache_json(folder: Path) -> dict:
     content = json.loads(path.read_text(encoding="utf-8"))
     if content.get("status") != "complete":
         raise CacheError(f"{folder}: the cache build did not finish; run cache-teacher again to complete it")
+    version = content.get("identity", {}).get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheError(
+            f"{folder}: cache format version {version}, this dw-pipe reads version {FORMAT_VERSION}; "
+            "rebuild it with cache-teacher --force"
+        )
     return content
 
 

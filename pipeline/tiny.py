@@ -18,19 +18,20 @@ from pipeline.models import embedded_source
 SEED = 1234
 
 
-def tiny_whisper_config(layers: int = 2):
+def tiny_whisper_config(layers: int = 2, d_model: int = 64, heads: int = 4, ffn: int = 128):
+    """A multilingual Whisper config (vocabulary and special tokens as OpenAI's), toy-sized by default."""
     from transformers import WhisperConfig
 
     return WhisperConfig(
         vocab_size=51865,
         num_mel_bins=80,
-        d_model=64,
+        d_model=d_model,
         encoder_layers=layers,
         decoder_layers=layers,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
         max_source_positions=1500,
         max_target_positions=448,
         pad_token_id=50257,

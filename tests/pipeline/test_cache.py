@@ -140,6 +140,17 @@ def test_corrupt_shard_is_named_and_refused(tiny_hf_dir, tiny_manifest, tmp_path
         open_cache(cfg.out_dir)
 
 
+def test_older_format_version_is_refused(tiny_hf_dir, tiny_manifest, tmp_path):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    path = cfg.out_dir / "cache.json"
+    content = json.loads(path.read_text())
+    content["identity"]["format_version"] = 1
+    path.write_text(json.dumps(content))
+    with pytest.raises(CacheError, match="format version 1.*--force"):
+        open_cache(cfg.out_dir)
+
+
 def test_loader_refuses_other_manifest_or_tokenizer(tiny_hf_dir, tiny_manifest, tmp_path, embedded_files):
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
     build_cache(cfg)
