@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import read_wav  # noqa: E402
-from pipeline.decode import greedy_ctranslate2, strip_prompt  # noqa: E402
+from pipeline.decode import faster_whisper_transcribe, greedy_ctranslate2, strip_prompt  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import prompt_ids  # noqa: E402
 
@@ -66,24 +66,14 @@ def main() -> None:
 
         def run(u):
             feats = extractor([audio[u.id]], sampling_rate=16_000, return_tensors="np").input_features
-            return greedy_ctranslate2(model, feats, [prompt_ids(tokenizer, u.language)], MAX_NEW + 4)[0]
+            return greedy_ctranslate2(model, feats, [prompt_ids(tokenizer, u.language)], MAX_NEW)[0]
 
         return run
 
     fw = WhisperModel(str(args.ct2 / "teacher-int8"), device="cpu", compute_type="int8")
 
     def run_fw(u):
-        segments, _ = fw.transcribe(
-            audio[u.id],
-            language=u.language,
-            beam_size=1,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            max_new_tokens=MAX_NEW,
-        )
-        return "".join(s.text for s in segments)
+        return faster_whisper_transcribe(fw, audio[u.id], u.language, MAX_NEW)
 
     engines = {
         "transformers float32": run_hf,

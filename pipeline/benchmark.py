@@ -311,7 +311,7 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
                     chunk = utts[i : i + cfg.batch_size]
                     feats = features_for(extractor, chunk, root).numpy()
                     prompts = [prompt_ids(tokenizer, u.language) for u in chunk]
-                    ids = greedy_ctranslate2(model, feats, prompts, cfg.max_new_tokens + 4)
+                    ids = greedy_ctranslate2(model, feats, prompts, cfg.max_new_tokens)
                     hyps += [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
                 return hyps
 
@@ -338,25 +338,19 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data) -> dict[tuple[str, str], di
     from faster_whisper import WhisperModel
 
     from pipeline.audio import read_wav
+    from pipeline.decode import faster_whisper_transcribe
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
     for name in cfg.faster_whisper:
         folder = Path(cfg.ct2_dir) / name
         info = json.loads((folder / "quantize.json").read_text())
         model = WhisperModel(str(folder), device="cpu", compute_type=info["effective_compute_type"])
-        options = dict(
-            beam_size=1, temperature=0.0, condition_on_previous_text=False, without_timestamps=True, vad_filter=False
-        )
         for dataset, utts in data.items():
             root = Path(cfg.datasets[dataset]).parent
             audio = {u.id: read_wav(root / u.audio) for u in utts}
 
-            def work(utts=utts, audio=audio, model=model, options=options):
-                out = []
-                for u in utts:
-                    segments, _ = model.transcribe(audio[u.id], language=u.language, **options)
-                    out.append("".join(s.text for s in segments).strip())  # the generator runs inside the timer
-                return out
+            def work(utts=utts, audio=audio, model=model):
+                return [faster_whisper_transcribe(model, audio[u.id], u.language, cfg.max_new_tokens) for u in utts]
 
             work(utts[:1])
             hyps, seconds, peak = timed(work)

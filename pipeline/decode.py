@@ -88,13 +88,51 @@ def greedy_decode(
     return [hyps[u.id] for u in utts], rates
 
 
-def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], max_length: int) -> list[list[int]]:
-    """Greedy token ids after the prompt from ``ctranslate2.models.Whisper.generate``."""
+def ct2_max_length(max_new_tokens: int) -> int:
+    """The ``max_length`` that makes CTranslate2's Whisper generate at most ``max_new_tokens`` tokens.
+
+    CTranslate2 halves the ``max_length`` it is given before decoding from
+    the end of the prompt (src/models/whisper.cc: ``decoding_options.max_length =
+    options.max_length / 2``, after OpenAI's ``sample_len = n_text_ctx // 2``),
+    so passing the transformers-style value gives half the tokens.
+    """
+    return 2 * max_new_tokens
+
+
+def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy token ids after the prompt (at most ``max_new_tokens``) from ``ctranslate2.models.Whisper.generate``."""
     import ctranslate2
 
     view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
-    results = model.generate(view, prompts, beam_size=1, max_length=max_length, return_scores=False)
+    results = model.generate(
+        view, prompts, beam_size=1, max_length=ct2_max_length(max_new_tokens), return_scores=False
+    )
     return [list(r.sequences_ids[0]) for r in results]
+
+
+# Our prompt as faster-whisper builds it without timestamps or previous text:
+# <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>.
+FASTER_WHISPER_PROMPT_TOKENS = 4
+
+
+def faster_whisper_transcribe(model, audio: np.ndarray, language: str, max_new_tokens: int) -> str:
+    """faster-whisper's end-to-end transcript under the benchmark's fixed decoding, at most ``max_new_tokens`` tokens.
+
+    faster-whisper passes ``len(prompt) + max_new_tokens`` to CTranslate2 as
+    ``max_length``, which CTranslate2 halves (see :func:`ct2_max_length`); the
+    value given here undoes that, so every engine stops at the same count.
+    """
+    segments, _ = model.transcribe(
+        audio,
+        language=language,
+        beam_size=1,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        vad_filter=False,
+        max_new_tokens=ct2_max_length(max_new_tokens) - FASTER_WHISPER_PROMPT_TOKENS,
+    )
+    return "".join(s.text for s in segments).strip()  # the generator runs here, inside any timer around the call
 
 
 def strip_prompt(ids: list[int], prompt: list[int]) -> list[int]:

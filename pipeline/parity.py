@@ -65,8 +65,10 @@ def convert_with_ctranslate2(hf_dir: Path, out: Path, quantization: str) -> Path
     return out
 
 
-def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], max_length: int) -> list[list[int]]:
-    """Greedy token ids after the prompt, without end-of-text, from a transformers Whisper."""
+def greedy_transformers(
+    model, features: np.ndarray, prompts: list[list[int]], max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy token ids after the prompt (at most ``max_new_tokens``), without end-of-text, from a transformers Whisper."""
     eot = model.generation_config.eos_token_id
     out: list[list[int]] = []
     with torch.inference_mode():
@@ -76,7 +78,7 @@ def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], m
                 decoder_input_ids=torch.tensor([prompt]),
                 do_sample=False,
                 num_beams=1,
-                max_length=max_length,
+                max_new_tokens=max_new_tokens,
                 return_timestamps=False,
             )
             out.append([i for i in strip_prompt(sequences[0].tolist(), prompt) if i != eot])
@@ -121,12 +123,13 @@ def run_import_parity(work: Path, *, spec: str = "embedded:whisper-base", progre
     tokenizer = WhisperTokenizer.from_pretrained(hf_dir)
     prompts = [prompt_ids(tokenizer, lang) for _, lang, _ in samples]
     model = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    max_length = model.config.max_target_positions
-    hf_ids = greedy_transformers(model, features, prompts, max_length)
+    # OpenAI's sample_len: half the text context, the most CTranslate2 generates.
+    max_new = model.config.max_target_positions // 2
+    hf_ids = greedy_transformers(model, features, prompts, max_new)
     original = ctranslate2.models.Whisper(
         str(assemble_ct2_dir(source, work / "ct2-original")), device="cpu", compute_type="float32"
     )
-    ct2_ids = greedy_ctranslate2(original, features, prompts, max_length)
+    ct2_ids = greedy_ctranslate2(original, features, prompts, max_new)
 
     rows = [
         {

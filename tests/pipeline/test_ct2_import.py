@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from pipeline.ct2_format import read_ct2_model
 from pipeline.ct2_import import CT2ImportError, CT2Source, import_ct2
+from pipeline.decode import FASTER_WHISPER_PROMPT_TOKENS, ct2_max_length, faster_whisper_transcribe
 from pipeline.parity import (
     agree_up_to_shorter,
     compare_variables,
@@ -102,10 +103,33 @@ def test_transformers_and_ctranslate2_decode_alike(imported, tiny_ct2):
     tokenizer = WhisperTokenizer.from_pretrained(imported["float32"])
     features = np.random.default_rng(1).standard_normal((3, 80, 3000)).astype(np.float32)
     prompts = [prompt_ids(tokenizer, lang) for lang in ("de", "pl", "zh")]
-    hf = greedy_transformers(model, features, prompts, max_length=24)
-    ct2 = greedy_ctranslate2(ctranslate2.models.Whisper(str(tiny_ct2["float32"])), features, prompts, max_length=24)
+    hf = greedy_transformers(model, features, prompts, max_new_tokens=24)
+    ct2 = greedy_ctranslate2(ctranslate2.models.Whisper(str(tiny_ct2["float32"])), features, prompts, max_new_tokens=24)
     assert all(len(seq) > 0 for seq in hf)
     assert [agree_up_to_shorter(a, b) for a, b in zip(hf, ct2)] == [True, True, True]
+    # The same cap gives the same length (CTranslate2 halves max_length; decode.ct2_max_length undoes it).
+    assert [len(a) for a in hf] == [len(b) for b in ct2]
+    assert max(len(a) for a in hf) == 24  # the random model runs to the cap at least once
+
+
+def test_faster_whisper_stops_at_the_same_cap(tiny_ct2):
+    from faster_whisper import WhisperModel
+
+    audio = np.random.default_rng(3).standard_normal(16_000 * 3).astype(np.float32) * 0.1
+    model = WhisperModel(str(tiny_ct2["float32"]), device="cpu", compute_type="float32")
+    for cap in (5, 24):
+        segments, _ = model.transcribe(
+            audio,
+            language="de",
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            max_new_tokens=ct2_max_length(cap) - FASTER_WHISPER_PROMPT_TOKENS,
+        )
+        assert sum(len(s.tokens) for s in segments) == cap
+    assert faster_whisper_transcribe(model, audio, "de", 5)
 
 
 def test_same_source_twice_is_a_no_op(tiny_ct2, tmp_path):
