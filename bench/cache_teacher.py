@@ -4,7 +4,7 @@
 
 1. Runs the teacher (data/models/whisper-base) teacher-forced over N utterances,
    keeping every position's full distribution.
-2. For k in {4, 8, 16, 32, 64} and each encoding (ids raw/rank x values
+2. For k in --ks (default 4, 8, 16, 17, 20, 32, 64) and each encoding (ids raw/rank x values
    float16/q8), encodes the shard as cache_teacher does and reports bytes per
    label token (shard + cache.json + README), mean top-k mass, and mean
    Jensen-Shannon divergence (nats) between the full distribution and its
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/dev.jsonl"))
     parser.add_argument("--n", type=int, default=72)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 16, 17, 20, 32, 64])
     parser.add_argument("--out", type=Path, default=Path("bench/results/cache_teacher.json"))
     args = parser.parse_args()
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
@@ -193,7 +194,7 @@ def main() -> None:
     n_tokens = sum(len(it.labels) for it in items)
     full_cat = torch.cat(full)
     rows = []
-    for k in (4, 8, 16, 32, 64):
+    for k in args.ks:
         arrays = arrays_for(items, full, k)
         rows.append(
             {

@@ -29,7 +29,13 @@ def _config(teacher: Path, manifest: Path, out: Path, **kw) -> CacheTeacherConfi
     # ~2 utterances per shard for the tiny manifest, so resume has several shards to work with.
     return replace(
         CacheTeacherConfig(
-            teacher=teacher, manifest=manifest, out_dir=out, top_k=8, shard_target_mb=0.0012, batch_size=2
+            teacher=teacher,
+            manifest=manifest,
+            out_dir=out,
+            top_k=8,
+            value_encoding="float16",
+            shard_target_mb=0.0012,
+            batch_size=2,
         ),
         **kw,
     )
@@ -182,7 +188,7 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, 
     params.write_text(
         "cache_teacher:\n"
         f"  teacher: {tiny_hf_dir}\n  manifest: {tiny_manifest}\n  out_dir: {tmp_path / 'ranks'}\n"
-        "  top_k: 8\n  shard_target_mb: 0.0012\n  batch_size: 2\n  device: cpu\n"
+        "  top_k: 8\n  value_encoding: float16\n  shard_target_mb: 0.0012\n  batch_size: 2\n  device: cpu\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [

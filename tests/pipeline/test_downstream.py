@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,25 @@ def test_benchmark_and_report(trained, tiny_hf_dir, tmp_path):
     for section in ("Target languages", "Per-language error rates: test", "Quantization-induced change", "Gender gaps"):
         assert section in text
     assert all((report.out_dir / name).stat().st_size > 1000 for name in ("wer_per_language.png", "speed_vs_wer.png"))
+
+    # The embedded default's cheaper set-up: no transformers teacher run (ct2:teacher float32 stands for
+    # it), the CLSR-only student on the target languages only, no faster-whisper.
+    lean = replace(
+        cfg, out_dir=tmp_path / "bench-lean", hf_teacher=False, targets_only=("student-clsr",), faster_whisper=()
+    )
+    run_benchmark(lean)
+    lean_rows = json.loads((lean.out_dir / "metrics.json").read_text())["rows"]
+    assert "teacher" not in {r["model"] for r in lean_rows}
+    assert {r["language"] for r in lean_rows if r["model"] == "student-clsr"} == {"pl", "cs"} & {
+        r["language"] for r in rows
+    }
+    same = {(r["model"], r["compute_type"], r["language"], r["group"]): r["error_rate"] for r in rows}
+    assert all(same[(r["model"], r["compute_type"], r["language"], r["group"])] == r["error_rate"] for r in lean_rows)
+    lean_report = ReportConfig(bench=lean.out_dir, out_dir=tmp_path / "report-lean", teacher="ct2:teacher")
+    summary = make_report(lean_report)
+    ct2_teacher = {
+        f"{r['dataset']}/{r['language']}": r["error_rate"]
+        for r in lean_rows
+        if r["model"] == "ct2:teacher" and r["compute_type"] == "float32" and r["group"] == "all"
+    }
+    assert summary and all(row["teacher"] == ct2_teacher[key] for key, row in summary.items())
