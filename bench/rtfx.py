@@ -3,7 +3,8 @@
     python bench/rtfx.py [--n 48] [--out bench/results/rtfx.json]
 
 The first N utterances of data/prepared/test.jsonl, decoded greedily with an
-explicit language, no timestamps, at most 96 new tokens, one utterance per
+explicit language, no timestamps, at most 64 new tokens (the benchmark's cap; every engine
+stops at the same count), one utterance per
 call for every engine (so batching does not decide the ratio), after one
 warm-up utterance: transformers float32 (features + generate), CTranslate2
 float32 and int8 (features + generate), faster-whisper int8 (its own
@@ -28,7 +29,7 @@ from pipeline.decode import faster_whisper_transcribe, greedy_ctranslate2, strip
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import prompt_ids  # noqa: E402
 
-MAX_NEW = 96
+MAX_NEW = 64
 
 
 def main() -> None:
