@@ -40,11 +40,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_step import online_targets  # noqa: E402  (bench/ is on sys.path when run)
+
 from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.cache_reader import SparseTargets, open_cache, verify_cache  # noqa: E402
+from pipeline.cache_reader import open_cache, verify_cache  # noqa: E402
 from pipeline.decode import EncoderStore  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import Encoded, label_logits, pick_device, topk_of  # noqa: E402
+from pipeline.teacher import pick_device  # noqa: E402
 from pipeline.tiny import tiny_whisper_config  # noqa: E402
 from pipeline.train import TrainConfig, _examples, build_model, step_loss, train_student  # noqa: E402
 
@@ -151,17 +153,6 @@ def cache_throughput(teacher: Path, data: Path, work: Path, batch_size: int) -> 
     }
 
 
-def _online(teacher, batch, store, cfg, pad, autocast):
-    encoded = [Encoded(e.utt, e.prompt, e.labels) for e in batch]
-    feats = store.raw_features([e.utt for e in batch])
-    out = []
-    with torch.no_grad():
-        for e, logits in zip(batch, label_logits(teacher, feats, encoded, pad, autocast)):
-            ids, values, tail = topk_of(logits, 16, cfg.temperature)
-            out.append(replace(e, targets=SparseTargets(e.prompt, np.asarray(e.labels), ids, values, tail)))
-    return out
-
-
 def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: int) -> dict:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -200,7 +191,7 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
         times = []
         for step in range(steps + 2):
             start = time.perf_counter()
-            b = _online(teacher_model, batch, store, run_cfg, pad, autocast) if online else batch
+            b = online_targets(teacher_model, batch, store, run_cfg, pad, autocast) if online else batch
             model.train()
             optimizer.zero_grad(set_to_none=True)
             loss, _ = step_loss(model, b, store, run_cfg, step, steps, pad, device, autocast)

@@ -59,13 +59,14 @@ def time_steps(model, batch, store, cfg, steps: int, pad: int, teacher=None) -> 
     return statistics.median(times), rss.peak_mb
 
 
-def online_targets(teacher, batch, store, cfg, pad):
+def online_targets(teacher, batch, store, cfg, pad, autocast=None):
+    """``batch`` with its sparse targets computed by ``teacher`` now, as a run without the cache would."""
     from pipeline.teacher import Encoded, label_logits
 
     encoded = [Encoded(e.utt, e.prompt, e.labels) for e in batch]
     feats = store.raw_features([e.utt for e in batch])
     out = []
-    for e, logits in zip(batch, label_logits(teacher, feats, encoded, pad, None)):
+    for e, logits in zip(batch, label_logits(teacher, feats, encoded, pad, autocast)):
         ids, values, tail = topk_of(logits, 16, cfg.temperature)
         out.append(replace(e, targets=SparseTargets(e.prompt, np.asarray(e.labels), ids, values, tail)))
     return out

@@ -104,9 +104,7 @@ def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], ma
     import ctranslate2
 
     view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
-    results = model.generate(
-        view, prompts, beam_size=1, max_length=ct2_max_length(max_new_tokens), return_scores=False
-    )
+    results = model.generate(view, prompts, beam_size=1, max_length=ct2_max_length(max_new_tokens), return_scores=False)
     return [list(r.sequences_ids[0]) for r in results]
 
 
@@ -115,8 +113,8 @@ def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], ma
 FASTER_WHISPER_PROMPT_TOKENS = 4
 
 
-def faster_whisper_transcribe(model, audio: np.ndarray, language: str, max_new_tokens: int) -> str:
-    """faster-whisper's end-to-end transcript under the benchmark's fixed decoding, at most ``max_new_tokens`` tokens.
+def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tokens: int):
+    """faster-whisper's lazy segments under the benchmark's fixed decoding, at most ``max_new_tokens`` tokens.
 
     faster-whisper passes ``len(prompt) + max_new_tokens`` to CTranslate2 as
     ``max_length``, which CTranslate2 halves (see :func:`ct2_max_length`); the
@@ -132,7 +130,12 @@ def faster_whisper_transcribe(model, audio: np.ndarray, language: str, max_new_t
         vad_filter=False,
         max_new_tokens=ct2_max_length(max_new_tokens) - FASTER_WHISPER_PROMPT_TOKENS,
     )
-    return "".join(s.text for s in segments).strip()  # the generator runs here, inside any timer around the call
+    return segments
+
+
+def faster_whisper_transcribe(model, audio: np.ndarray, language: str, max_new_tokens: int) -> str:
+    """The transcript of :func:`faster_whisper_segments` (the generator runs here, inside any timer around the call)."""
+    return "".join(s.text for s in faster_whisper_segments(model, audio, language, max_new_tokens)).strip()
 
 
 def strip_prompt(ids: list[int], prompt: list[int]) -> list[int]:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from pipeline.ct2_format import read_ct2_model
 from pipeline.ct2_import import CT2ImportError, CT2Source, import_ct2
-from pipeline.decode import FASTER_WHISPER_PROMPT_TOKENS, ct2_max_length, faster_whisper_transcribe
+from pipeline.decode import faster_whisper_segments, faster_whisper_transcribe
 from pipeline.parity import (
     agree_up_to_shorter,
     compare_variables,
@@ -118,16 +118,7 @@ def test_faster_whisper_stops_at_the_same_cap(tiny_ct2):
     audio = np.random.default_rng(3).standard_normal(16_000 * 3).astype(np.float32) * 0.1
     model = WhisperModel(str(tiny_ct2["float32"]), device="cpu", compute_type="float32")
     for cap in (5, 24):
-        segments, _ = model.transcribe(
-            audio,
-            language="de",
-            beam_size=1,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            max_new_tokens=ct2_max_length(cap) - FASTER_WHISPER_PROMPT_TOKENS,
-        )
+        segments = faster_whisper_segments(model, audio, "de", cap)
         assert sum(len(s.tokens) for s in segments) == cap
     assert faster_whisper_transcribe(model, audio, "de", 5)
 
