@@ -13,7 +13,12 @@ Speed: RTFx = audio seconds / decode seconds, after one warm-up utterance,
 with faster-whisper's lazy segment generator consumed inside the timer. The
 transformers teacher and every CTranslate2 model are timed end to end;
 PyTorch students reuse the frozen encoder's outputs and so report no RTFx.
-Memory: the peak resident set size sampled while a model loads and decodes.
+CTranslate2 models with the same encoder weights (a decoder-only student
+and its teacher) encode each utterance once: the others decode from the
+stored output and are charged the encoder seconds measured for it (rows
+count these utterances in ``encoder_reused``).
+Memory: the peak resident set size sampled while a model decodes (process
+wide: it includes the shared log-mel features and encoder outputs).
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class Run:
     peak_rss_mb: float
     model_size_mb: float
     reference: str | None = None  # "model|compute_type" of the run this one is compared with
+    reused_ids: frozenset[str] = frozenset()  # decoded from another model's identical encoder outputs (time charged)
 
 
 def bootstrap_ci(
@@ -167,6 +173,7 @@ def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: i
             "peak_rss_mb": run.peak_rss_mb,
             "model_size_mb": run.model_size_mb,
             "reference": run.reference,
+            "encoder_reused": sum(1 for i in idx if run.utts[i].id in run.reused_ids),
         }
         if ref_counts is not None:
             ref_total = Counts()
@@ -297,10 +304,52 @@ def _hf_runs(
     return runs
 
 
+class SharedEncodings:
+    """CTranslate2 encoder outputs per utterance, for the models whose encoder is the same (see
+    :func:`pipeline.ct2_format.encoder_fingerprint`), with the seconds each one took to compute.
+
+    A model that finds an utterance here decodes from the stored output and is
+    charged the encoder seconds measured when it was computed, so its decode
+    time still counts the encoder it would have run.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.outputs: dict[str, np.ndarray] = {}
+        self.seconds: dict[str, float] = {}
+
+    def use(self, key: tuple[str, str]) -> None:
+        """Switch to the encoder ``key`` (fingerprint, compute type); the previous one's outputs are dropped."""
+        if key != self.key:
+            self.key, self.outputs, self.seconds = key, {}, {}
+
+    def batch(self, model, chunk: list[Utterance], features: Callable[[list[Utterance]], np.ndarray]):
+        """(encoder outputs of ``chunk``, encoder seconds charged from earlier models, ids of the reused ones)."""
+        import ctranslate2
+
+        todo = [u for u in chunk if u.id not in self.outputs]
+        if todo:
+            start = time.perf_counter()
+            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features(todo), dtype=np.float32))
+            encoded = np.array(model.encode(view))
+            share = (time.perf_counter() - start) / len(todo)
+            for u, out in zip(todo, encoded):
+                self.outputs[u.id], self.seconds[u.id] = out, share
+        reused = [u for u in chunk if u not in todo]
+        charged = sum(self.seconds[u.id] for u in reused)
+        return np.stack([self.outputs[u.id] for u in chunk]), charged, [u.id for u in reused]
+
+
 def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[str, str], dict[str, Run]]:
-    """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features."""
+    """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features.
+
+    Models whose encoders are identical (same fingerprint and compute type:
+    a decoder-only student and its teacher) run one after the other and
+    share the encoder outputs; each is charged the encoder's measured time.
+    """
     import ctranslate2
 
+    from pipeline.ct2_format import encoder_fingerprint
     from pipeline.decode import greedy_ctranslate2
     from pipeline.teacher import features_for, prompt_ids
 
@@ -316,8 +365,13 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
     for dataset, utts in data.items():  # outside the timers: CT2 rows time decoding from log-mel features
         for i in range(0, len(utts), cfg.batch_size):
             features_of(utts[i : i + cfg.batch_size], Path(cfg.datasets[dataset]).parent)
+    folders = []
     for folder in sorted(p for p in Path(cfg.ct2_dir).glob("*") if (p / "quantize.json").is_file()):
         info = json.loads((folder / "quantize.json").read_text())
+        folders.append(((encoder_fingerprint(folder), info["effective_compute_type"]), folder, info))
+    shared = SharedEncodings()
+    for key, folder, info in sorted(folders, key=lambda f: (f[0], f[1].name)):
+        shared.use(key)
         export = Path(info["source"]) / "export.json"
         language = json.loads(export.read_text())["language"] if export.is_file() else None
         name = folder.name[: -len(info["requested_compute_type"]) - 1]
@@ -327,18 +381,21 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
             if not utts:
                 continue
             root = Path(cfg.datasets[dataset]).parent
+            prompts = {u.id: prompt_ids(tokenizer, u.language) for u in utts}
+            greedy_ctranslate2(model, features_of(utts[:1], root), [prompts[utts[0].id]], cfg.max_new_tokens)  # warm-up
+            charged = {"seconds": 0.0, "reused": []}
 
-            def work(utts=utts, root=root, model=model):
+            def work(utts=utts, root=root, model=model, prompts=prompts, charged=charged):
                 hyps = []
                 for i in range(0, len(utts), cfg.batch_size):
                     chunk = utts[i : i + cfg.batch_size]
-                    feats = features_of(chunk, root)
-                    prompts = [prompt_ids(tokenizer, u.language) for u in chunk]
-                    ids = greedy_ctranslate2(model, feats, prompts, cfg.max_new_tokens)
+                    encoded, seconds, reused = shared.batch(model, chunk, lambda c: features_of(c, root))
+                    charged["seconds"] += seconds
+                    charged["reused"] += reused
+                    ids = greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], cfg.max_new_tokens)
                     hyps += [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
                 return hyps
 
-            work(utts[:1], root)  # warm-up
             hyps, seconds, peak = timed(work)
             ref_type = "float32"
             runs.setdefault((f"ct2:{name}", info["requested_compute_type"]), {})[dataset] = Run(
@@ -347,10 +404,11 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
                 info["effective_compute_type"],
                 utts,
                 hyps,
-                seconds,
+                seconds + charged["seconds"],
                 peak,
                 info["model_size_mb"],
                 reference=None if info["requested_compute_type"] == ref_type else f"ct2:{name}|{ref_type}",
+                reused_ids=frozenset(charged["reused"]),
             )
         del model
     return runs

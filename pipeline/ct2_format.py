@@ -22,6 +22,7 @@ stream, and a missing or short part is reported as such.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import struct
@@ -130,6 +131,23 @@ class _PartsReader(io.RawIOBase):
             self._handle.close()
             self._handle = None
         super().close()
+
+
+def encoder_fingerprint(folder: Path) -> str:
+    """sha256 of a CTranslate2 Whisper folder's encoder: every ``encoder/`` variable's name, dtype, shape and bytes.
+
+    Two folders with the same fingerprint, loaded with the same compute type,
+    compute the same encoder outputs (a student with a frozen encoder and its
+    teacher, say), so a benchmark can encode each utterance once for both.
+    """
+    ckpt = read_ct2_model(model_bin_parts([folder]))
+    digest = hashlib.sha256()
+    for name in sorted(n for n in {*ckpt.variables, *ckpt.aliases} if n.startswith("encoder/")):
+        value = ckpt.get(name)
+        target = ckpt.aliases.get(name, name)
+        digest.update(f"{name}|{ckpt.dtypes[target]}|{value.shape}\n".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def read_ct2_model(parts: list[Path]) -> CT2Checkpoint:

@@ -6,6 +6,8 @@ per utterance, so several decoders that share one encoder run it once.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,20 @@ class EncoderStore:
         return {"input_features": stacked}
 
 
+@contextmanager
+def quiet_generate():
+    """Silence ``generate``'s per-call warnings about our fixed set-up (the imported generation config's
+    max_length 448 beside max_new_tokens; no attention mask for unpadded encoder outputs; Whisper passing
+    suppress_tokens itself): one line per batch, nothing to act on."""
+    logger = logging.getLogger("transformers.generation.utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def greedy_decode(
     model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
@@ -72,7 +88,7 @@ def greedy_decode(
         prompt = prompt_ids(tokenizer, lang)
         for i in range(0, len(group), cfg.eval_batch_size):
             chunk = group[i : i + cfg.eval_batch_size]
-            with torch.inference_mode():
+            with torch.inference_mode(), quiet_generate():
                 out = model.generate(
                     **store.kwargs(chunk),
                     decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
@@ -100,7 +116,11 @@ def ct2_max_length(max_new_tokens: int) -> int:
 
 
 def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy token ids after the prompt (at most ``max_new_tokens``) from ``ctranslate2.models.Whisper.generate``."""
+    """Greedy token ids after the prompt (at most ``max_new_tokens``) from ``ctranslate2.models.Whisper.generate``.
+
+    ``features`` is log-mel ``[B, n_mels, frames]`` or what ``model.encode``
+    returned for it, ``[B, frames // 2, d_model]`` (CTranslate2 tells them by shape).
+    """
     import ctranslate2
 
     view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from pipeline.ct2_format import CT2FormatError, model_bin_parts, read_ct2_model
+from pipeline.ct2_format import CT2FormatError, encoder_fingerprint, model_bin_parts, read_ct2_model
 from tests.ct2_writer import serialize, write_model_dir
 
 
@@ -22,6 +24,26 @@ def test_reads_ctranslate2_output(tiny_ct2):
 def test_writer_round_trip_is_byte_exact(tiny_ct2):
     raw = (tiny_ct2["float32"] / "model.bin").read_bytes()
     assert serialize(read_ct2_model([tiny_ct2["float32"] / "model.bin"])) == raw
+
+
+def test_encoder_fingerprint_sees_the_encoder_only(tiny_ct2, tmp_path):
+    src = tiny_ct2["float32"]
+    ckpt = read_ct2_model([src / "model.bin"])
+    original = encoder_fingerprint(src)
+
+    def variant(name: str, change) -> str:
+        variables = dict(ckpt.variables)
+        variables[name] = change(variables[name].copy())
+        folder = write_model_dir(src, tmp_path / name.replace("/", "_"), serialize(replace(ckpt, variables=variables)))
+        return encoder_fingerprint(folder)
+
+    def bump(a):
+        a.reshape(-1)[0] += 1
+        return a
+
+    assert variant("decoder/layer_0/ffn/linear_0/weight", bump) == original  # a decoder-only student
+    assert variant("encoder/layer_0/ffn/linear_0/weight", bump) != original
+    assert encoder_fingerprint(tiny_ct2["float16"]) != original
 
 
 def test_split_parts_read_as_one_stream(tiny_ct2, tmp_path):

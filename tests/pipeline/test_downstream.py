@@ -158,6 +158,7 @@ def test_benchmark_and_report(trained, tiny_hf_dir, tmp_path):
     assert teacher["rtfx"] and teacher["rtfx"] > 0
     hyps = (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()
     assert {"model", "compute_type", "id", "language", "ref", "hyp", "ref_norm", "hyp_norm"} <= set(json.loads(hyps[0]))
+    _check_shared_encodings(ct2, trained["test"], rows, [json.loads(h) for h in hyps], tiny_hf_dir)
 
     report = ReportConfig(bench=cfg.out_dir, out_dir=tmp_path / "report")
     make_report(report)
@@ -187,3 +188,34 @@ def test_benchmark_and_report(trained, tiny_hf_dir, tmp_path):
         if r["model"] == "ct2:teacher" and r["compute_type"] == "float32" and r["group"] == "all"
     }
     assert summary and all(row["teacher"] == ct2_teacher[key] for key, row in summary.items())
+
+
+def _check_shared_encodings(ct2: Path, manifest: Path, rows: list[dict], hyps: list[dict], hf_dir: Path) -> None:
+    """The export's encoder is the teacher's (frozen): CT2 encodes pl once for both, and decoding from the
+    shared outputs gives what decoding from log-mel gives; each row is charged encoder time."""
+    import ctranslate2
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    from pipeline.ct2_format import encoder_fingerprint
+    from pipeline.decode import greedy_ctranslate2
+    from pipeline.manifest import load_manifest
+    from pipeline.teacher import features_for, prompt_ids
+
+    prints = {p.name: encoder_fingerprint(p) for p in ct2.iterdir()}
+    assert prints["teacher-float32"] == prints["distilwhisper-pl-float32"] != prints["teacher-int8"]
+    assert prints["teacher-int8"] == prints["distilwhisper-pl-int8"]  # the same weights quantize the same
+    teacher = {
+        r["language"]: r
+        for r in rows
+        if r["model"] == "ct2:teacher" and r["compute_type"] == "float32" and r["group"] == "all"
+    }
+    # distilwhisper-pl sorts first in its encoder group: it encodes pl, and the teacher reuses those outputs.
+    assert teacher["pl"]["encoder_reused"] == teacher["pl"]["n_utterances"] and teacher["cs"]["encoder_reused"] == 0
+    assert all(r["decode_seconds"] > 0 for r in rows if r["model"].startswith("ct2:"))
+    utts = [u for u in load_manifest(manifest) if u.language == "pl"]
+    tokenizer = WhisperTokenizer.from_pretrained(hf_dir)
+    feats = features_for(WhisperFeatureExtractor.from_pretrained(hf_dir), utts, manifest.parent).numpy()
+    model = ctranslate2.models.Whisper(str(ct2 / "teacher-float32"), device="cpu", compute_type="float32")
+    direct = greedy_ctranslate2(model, feats, [prompt_ids(tokenizer, "pl")] * len(utts), 4)
+    benched = {h["id"]: h["hyp"] for h in hyps if h["model"] == "ct2:teacher" and h["compute_type"] == "float32"}
+    assert [benched[u.id] for u in utts] == [tokenizer.decode(x, skip_special_tokens=True) for x in direct]
