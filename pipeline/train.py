@@ -71,6 +71,10 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 1e-4
+    # The gates' learning rate is lr x this (paper: 1). A gate starts undecided (G = 0 at the hard threshold)
+    # and Adam moves it ~lr per step, so in a short run it never leaves the threshold and the inference
+    # routing, 1[G >= 0], follows noise (README, "Gate learning rate").
+    gate_lr_scale: float = 1.0
     beta2: float = 0.98
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
@@ -104,6 +108,8 @@ class TrainConfig:
             problems.append("CLSR modes need clsr_encoder_layers and/or clsr_decoder_layers")
         if not self.languages:
             problems.append("languages is empty")
+        if self.gate_lr_scale <= 0:
+            problems.append(f"gate_lr_scale must be positive, not {self.gate_lr_scale}")
         if problems:
             raise DwPipeError("train_student: " + "; ".join(problems))
 
@@ -137,6 +143,63 @@ class TrainState:
     best_wer: float = math.inf
     best_step: int = -1
     history: list[dict] = field(default_factory=list)
+    best_by_language: dict[str, int] = field(default_factory=dict)  # language -> chosen step (CLSR modes)
+
+
+def language_of(name: str) -> str | None:
+    """The language a CLSR parameter serves (``...experts.<lang>...`` or ``...gates.<lang>...``), else None."""
+    parts = name.split(".")
+    for key in ("experts", "gates"):
+        if key in parts[:-1]:
+            return parts[parts.index(key) + 1]
+    return None
+
+
+def keep_best(state: TrainState, result: dict, params: dict[str, torch.Tensor], best: dict | None) -> dict:
+    """Record the dev result of ``state.step`` and keep the best parameters seen so far.
+
+    When every trainable parameter serves one language (CLSR experts and
+    gates: a language's outputs depend on its own parameters only, and dev
+    batches hold one language), each language keeps its own best step;
+    otherwise the whole model keeps its best step.
+    """
+    state.history.append({"step": state.step, **result})
+    snapshot = {k: v.detach().cpu().clone() for k, v in params.items()}
+    langs = {k: language_of(k) for k in params}
+    if best is None or not params or None in langs.values():
+        if best is None or result["wer"] < state.best_wer:
+            state.best_wer, state.best_step = result["wer"], state.step
+            return snapshot
+        return best
+    best = dict(best)
+    for lang in sorted(set(langs.values())):
+        rate = result["per_language"].get(lang, {}).get("wer")
+        chosen = state.best_by_language.get(lang)
+        earlier = next((h for h in state.history if h["step"] == chosen), None) if chosen is not None else None
+        before = earlier["per_language"].get(lang, {}).get("wer") if earlier else None
+        # A language without dev utterances keeps its latest parameters.
+        if rate is None or before is None or rate < before:
+            state.best_by_language[lang] = state.step
+            best.update({k: v for k, v in snapshot.items() if langs[k] == lang})
+    chosen = [
+        next(h for h in state.history if h["step"] == step)["per_language"].get(lang)
+        for lang, step in state.best_by_language.items()
+    ]
+    errors = sum(c["errors"] for c in chosen if c)
+    units = sum(c["ref_units"] for c in chosen if c)
+    state.best_wer = errors / units if units else math.nan
+    state.best_step = max(state.best_by_language.values())
+    return best
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; the CLSR gates' group runs at ``lr x gate_lr_scale``
+    (each group's ``scale`` multiplies the scheduled lr)."""
+    named = trainable_parameters(model)
+    gates = [p for n, p in named.items() if ".gates." in n]
+    others = [p for n, p in named.items() if ".gates." not in n]
+    groups = [{"params": others, "scale": 1.0}] + ([{"params": gates, "scale": cfg.gate_lr_scale}] if gates else [])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -225,12 +288,22 @@ def step_loss(
 
 
 def dev_wer(model, utts, store, tokenizer, cfg) -> dict:
-    """Corpus-level dev error rate (WER, or CER for character languages), insertions, gate rates."""
+    """Corpus-level dev error rate (WER, or CER for character languages), insertions, rate per language, gate rates."""
     from pipeline.scoring import score
 
     hyps, rates = greedy_decode(model, utts, store, tokenizer, cfg)
     counts = score([(u.text, h, u.language) for u, h in zip(utts, hyps)])
-    return {"wer": counts.rate, "insertions": counts.insertions, "ref_units": counts.ref_units, "gate_rates": rates}
+    per_language = {}
+    for lang in sorted({u.language for u in utts}):
+        c = score([(u.text, h, u.language) for u, h in zip(utts, hyps) if u.language == lang])
+        per_language[lang] = {"wer": c.rate, "errors": c.errors, "ref_units": c.ref_units, "insertions": c.insertions}
+    return {
+        "wer": counts.rate,
+        "insertions": counts.insertions,
+        "ref_units": counts.ref_units,
+        "per_language": per_language,
+        "gate_rates": rates,
+    }
 
 
 def build_model(cfg: TrainConfig):
@@ -333,7 +406,7 @@ def train_student(cfg: TrainConfig) -> dict:
     )
     store.fill(train_utts + dev_utts)
     params = list(trainable_parameters(model).values())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     per_epoch = math.ceil(len(epoch_batches(examples, cfg, 0)) / (cfg.grad_accum * world))
     total = cfg.max_steps or per_epoch * cfg.epochs
     resumed = _load_checkpoint(cfg, model, optimizer)
@@ -347,9 +420,9 @@ def train_student(cfg: TrainConfig) -> dict:
     log.info("%s: %d training utterances, %d steps, %d dev utterances", cfg.mode, len(examples), total, len(dev_utts))
     if state.step == 0 and rank == 0 and not state.history:
         # The untrained student is the first candidate for "best": training must beat it on dev.
-        state.history.append({"step": 0, **dev_wer(model, dev_utts, store, tokenizer, cfg)})
-        state.best_wer, state.best_step = state.history[0]["wer"], 0
-        best = {k: v.detach().cpu().clone() for k, v in trainable_parameters(model).items()}
+        best = keep_best(state, dev_wer(model, dev_utts, store, tokenizer, cfg), trainable_parameters(model), None)
+        for lang in {language_of(k) for k in best} - {None}:
+            state.best_by_language[lang] = 0
     bar = progress(range(state.step, total), desc=f"train {cfg.mode}", total=total - state.step, unit="step")
     for step in bar:
         epoch, within = divmod(step, per_epoch)
@@ -358,7 +431,7 @@ def train_student(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
         model.train()
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, total, cfg)
+            g["lr"] = lr_at(step, total, cfg) * g["scale"]
         optimizer.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for b in group:
@@ -386,11 +459,8 @@ def train_student(cfg: TrainConfig) -> dict:
         end_of_epoch = state.step % per_epoch == 0 or state.step == total
         if end_of_epoch and rank == 0:
             result = dev_wer(model, dev_utts, store, tokenizer, cfg)
-            state.history.append({"step": state.step, **result})
             log.info("step %d: dev WER %.4f", state.step, result["wer"])
-            if result["wer"] < state.best_wer:
-                state.best_wer, state.best_step = result["wer"], state.step
-                best = {k: v.detach().cpu().clone() for k, v in trainable_parameters(model).items()}
+            best = keep_best(state, result, trainable_parameters(model), best)
         if rank == 0 and (end_of_epoch or state.step % cfg.checkpoint_every == 0):
             _save_checkpoint(cfg, model, optimizer, state, best)
     if rank != 0:
@@ -403,15 +473,20 @@ def _finish(cfg, model, spec, clsr, state: TrainState, best, log_path: Path, sto
     with torch.no_grad():
         for name, value in (best or {}).items():
             params[name].copy_(value)
-    chosen = next(h for h in state.history if h["step"] == state.best_step)
+    at = {h["step"]: h for h in state.history}
+    if state.best_by_language:  # each language's parameters come from its own best step
+        best_step: int | dict[str, int] = dict(sorted(state.best_by_language.items()))
+        gate_rates = {lang: at[step].get("gate_rates", {}).get(lang, {}) for lang, step in best_step.items()}
+    else:
+        best_step, gate_rates = state.best_step, at[state.best_step].get("gate_rates", {})
     summary = {
         "mode": cfg.mode,
         "languages": list(cfg.languages),
         "steps": state.step,
-        "best_step": state.best_step,
+        "best_step": best_step,
         "dev_wer_initial": state.history[0]["wer"],
-        "dev_wer_best": chosen["wer"],
-        "gate_rates": chosen.get("gate_rates", {}),
+        "dev_wer_best": state.best_wer,
+        "gate_rates": gate_rates,
         "history": state.history,
     }
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:

@@ -61,6 +61,9 @@ def test_each_mode_trains_and_reloads(tiny_hf_dir, tiny_data, tmp_path, mode):
     assert ("kd" in first) == (mode == "distilwhisper") and ("gate" in first) == (mode in ("distilwhisper", "clsr"))
     if mode in ("distilwhisper", "clsr"):
         assert {p.name for p in folder.glob("expert.*")} == {"expert.pl.safetensors", "expert.cs.safetensors"}
+        assert set(summary["best_step"]) == set(summary["gate_rates"]) == {"pl", "cs"}  # chosen per language
+    else:
+        assert isinstance(summary["best_step"], int)
     model, _ = load_student(folder)
     assert not model.training
 
@@ -104,8 +107,21 @@ def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
         "    clsr_decoder_layers: [0, 1]\n    epochs: 2\n    batch_size: 1\n    max_new_tokens: 4\n    device: cpu\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544",
-           "-m", "pipeline.cli", "--no-progress", "train-student", "--params", str(params)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29544",
+        "-m",
+        "pipeline.cli",
+        "--no-progress",
+        "train-student",
+        "--params",
+        str(params),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "distilwhisper" / "dev.json").read_text())
@@ -124,3 +140,48 @@ def test_clsr_settings_reach_the_layers(tiny_hf_dir, tiny_data, tmp_path):
     assert len(layers) == 2
     assert all(layer.experts["pl"].dropout.p == 0.0 for layer in layers)
     assert clsr.skip_gate_prob == 0.5 and clsr.budget == 0.3
+
+
+def test_gates_learn_at_their_own_rate(tiny_hf_dir, tiny_data, tmp_path):
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "g", gate_lr_scale=30.0)
+    model, _, _ = train_mod.build_model(cfg)
+    groups = train_mod.make_optimizer(model, cfg).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    gates, others = (next(g for g in groups if g["scale"] == s) for s in (30.0, 1.0))
+    assert gates["params"] and all(".gates." in names[id(p)] for p in gates["params"])
+    assert others["params"] and all(".experts." in names[id(p)] for p in others["params"])
+    with pytest.raises(train_mod.DwPipeError, match="gate_lr_scale"):
+        replace(cfg, gate_lr_scale=0.0).check()
+
+
+def _params(**values: float) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor([v]) for name, v in values.items()}
+
+
+def _dev(step: int, **rates: tuple[int, int]) -> dict:
+    per = {lang: {"wer": e / n, "errors": e, "ref_units": n, "insertions": 0} for lang, (e, n) in rates.items()}
+    errors, units = sum(e for e, _ in rates.values()), sum(n for _, n in rates.values())
+    return {"wer": errors / units, "per_language": per}
+
+
+def test_each_language_keeps_its_best_step():
+    state = train_mod.TrainState()
+    names = ("d.fc2.experts.cs.fc1.weight", "d.fc2.gates.cs.w2.weight", "d.fc2.experts.pl.fc1.weight")
+    at = lambda v: _params(**dict.fromkeys(names, v))  # noqa: E731  every parameter holds the step number
+    best = train_mod.keep_best(state, _dev(0, cs=(10, 10), pl=(10, 10)), at(0.0), None)
+    state.best_by_language = {"cs": 0, "pl": 0}
+    state.step = 1
+    best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), at(1.0), best)  # cs better, pl worse
+    state.step = 2
+    best = train_mod.keep_best(state, _dev(2, cs=(7, 10), pl=(9, 10)), at(2.0), best)  # cs worse, pl better
+    assert state.best_by_language == {"cs": 1, "pl": 2}
+    assert [float(best[n]) for n in names] == [1.0, 1.0, 2.0]
+    assert state.best_wer == (5 + 9) / 20  # the dev rate of the assembled student
+
+
+def test_shared_parameters_keep_one_best_step():
+    state = train_mod.TrainState()
+    best = train_mod.keep_best(state, _dev(0, cs=(10, 10), pl=(10, 10)), _params(**{"fc1.weight": 0.0}), None)
+    state.step = 1
+    best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), _params(**{"fc1.weight": 1.0}), best)
+    assert state.best_step == 1 and float(best["fc1.weight"]) == 1.0 and not state.best_by_language
