@@ -166,8 +166,13 @@ def keep_best(state: TrainState, result: dict, params: dict[str, torch.Tensor], 
     state.history.append({"step": state.step, **result})
     snapshot = {k: v.detach().cpu().clone() for k, v in params.items()}
     langs = {k: language_of(k) for k in params}
-    if best is None or not params or None in langs.values():
-        if best is None or result["wer"] < state.best_wer:
+    per_language = bool(params) and None not in langs.values()
+    if best is None:  # the first candidate (the untrained student) starts every language's choice
+        state.best_wer, state.best_step = result["wer"], state.step
+        state.best_by_language = dict.fromkeys(sorted(set(langs.values())), state.step) if per_language else {}
+        return snapshot
+    if not per_language:
+        if result["wer"] < state.best_wer:
             state.best_wer, state.best_step = result["wer"], state.step
             return snapshot
         return best
@@ -421,8 +426,6 @@ def train_student(cfg: TrainConfig) -> dict:
     if state.step == 0 and rank == 0 and not state.history:
         # The untrained student is the first candidate for "best": training must beat it on dev.
         best = keep_best(state, dev_wer(model, dev_utts, store, tokenizer, cfg), trainable_parameters(model), None)
-        for lang in {language_of(k) for k in best} - {None}:
-            state.best_by_language[lang] = 0
     bar = progress(range(state.step, total), desc=f"train {cfg.mode}", total=total - state.step, unit="step")
     for step in bar:
         epoch, within = divmod(step, per_epoch)

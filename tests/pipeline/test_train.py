@@ -169,7 +169,6 @@ def test_each_language_keeps_its_best_step():
     names = ("d.fc2.experts.cs.fc1.weight", "d.fc2.gates.cs.w2.weight", "d.fc2.experts.pl.fc1.weight")
     at = lambda v: _params(**dict.fromkeys(names, v))  # noqa: E731  every parameter holds the step number
     best = train_mod.keep_best(state, _dev(0, cs=(10, 10), pl=(10, 10)), at(0.0), None)
-    state.best_by_language = {"cs": 0, "pl": 0}
     state.step = 1
     best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), at(1.0), best)  # cs better, pl worse
     state.step = 2
