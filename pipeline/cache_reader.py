@@ -9,6 +9,7 @@ utterance's sparse teacher distribution without copying.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,16 @@ def verify_cache(folder: Path) -> list[str]:
     return problems
 
 
+def cache_fingerprint(folder: Path) -> str:
+    """One sha256 naming a finished cache's contents: its identity (teacher and tokenizer hashes, manifest hash,
+    top_k, temperature, encodings) and every shard's checksum. A trained student records it."""
+    content = read_cache_json(Path(folder))
+    digest = hashlib.sha256(content["identity_sha256"].encode())
+    for shard in content["shards"]:
+        digest.update(f"{shard['file']}:{shard['sha256']}".encode())
+    return digest.hexdigest()
+
+
 def cache_info(folder: Path) -> dict:
     """What a person wants to know about a cache, from ``cache.json`` and the folder."""
     folder = Path(folder)
@@ -107,6 +118,7 @@ class SparseTargets:
     topk_ids: np.ndarray  # [n, k]
     topk_logprobs: np.ndarray  # [n, k] float32
     tail_logprob: np.ndarray  # [n] float32
+    temperature: float = 1.0  # the teacher's softmax temperature when the cache was built
 
 
 class TeacherCache:
@@ -135,7 +147,12 @@ class TeacherCache:
         a = self.shards[s]
         lo, hi = a.offsets[r], a.offsets[r + 1]
         return SparseTargets(
-            a.prompts[r], a.labels[lo:hi], a.topk_ids[lo:hi], a.topk_logprobs[lo:hi], a.tail_logprob[lo:hi]
+            a.prompts[r],
+            a.labels[lo:hi],
+            a.topk_ids[lo:hi],
+            a.topk_logprobs[lo:hi],
+            a.tail_logprob[lo:hi],
+            float(self.content["identity"]["temperature"]),
         )
 
 

@@ -5,14 +5,22 @@ For a CLSR layer, with ``z = LN(x)`` the layer's pre-FFN norm:
     CLSR(z) = g * FFN_lang(z) + (1 - g) * FFN_shared(z)
     G(z)    = w2 . ReLU(W1 dropout_0.1(z) + b1)      W1: d -> 64, w2: 64 -> 1
     train:  g = sigmoid(G + a * eps), eps ~ N(0,1), a = 5 * min(step / max_steps, 1)
-            and, per layer and batch, g = 0 with probability p_skip (0.2)
+            and, per layer and batch, the layer uses FFN_shared alone with probability p_skip (0.2);
+            the sampled g still enters the gate budget (as the official code does)
     infer:  g = 1[G >= 0]  (each token computes only the branch it is routed to)
 
 ``FFN_shared`` is the layer's original fc1 -> GELU -> fc2, frozen;
-``FFN_lang`` starts as a copy of it with output dropout 0.3; W1 ~ N(0, 0.01),
-b1 = 0, w2 = 0, so every gate starts at G = 0. The residual form of the
-Whisper layer is unchanged: the module takes fc2's place, and fc1 and the
-activation become identities.
+``FFN_lang`` starts as a copy of it with output dropout 0.3. Gate start
+(``gate_init``): ``official`` (default) is what the official runs really
+start from: W1 and w2 ~ N(0, 0.02), b1 = 0. The official constructor sets
+W1 ~ N(0, 0.01), b1 = 0, w2 = 0 (``zero``: every gate exactly at the
+threshold G = 0, W1 without gradient at first), but the model then calls
+``post_init()``, which under its pinned transformers 4.30.1 re-initialises
+every ``nn.Linear`` with N(0, init_std = 0.02) before the experts are
+copied from the pretrained FFNs (naver/multilingual-distilwhisper,
+DistilWhisper.py; checked by running it under 4.30.1). The residual form of
+the Whisper layer is unchanged: the module takes fc2's place, and fc1 and
+the activation become identities.
 """
 
 from __future__ import annotations
@@ -35,6 +43,14 @@ class CLSRConfig:
     skip_gate_prob: float = 0.2
     noise_scale: float = 5.0
     budget: float = 0.5
+    gate_init: str = "official"  # official: W1, w2 ~ N(0, 0.02), b1 = 0 | zero: W1 ~ N(0, 0.01), b1 = 0, w2 = 0
+
+    def __post_init__(self) -> None:
+        if self.gate_init not in GATE_INITS:
+            raise ValueError(f"gate_init {self.gate_init!r} not in {GATE_INITS}")
+
+
+GATE_INITS = ("official", "zero")
 
 
 @dataclass
@@ -79,14 +95,18 @@ class FFN(nn.Module):
 
 
 class Gate(nn.Module):
-    def __init__(self, d_model: int, hidden: int, dropout: float) -> None:
+    def __init__(self, d_model: int, hidden: int, dropout: float, init: str = "official") -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.w1 = nn.Linear(d_model, hidden)
         self.w2 = nn.Linear(hidden, 1, bias=False)
-        nn.init.normal_(self.w1.weight, std=0.01)
         nn.init.zeros_(self.w1.bias)
-        nn.init.zeros_(self.w2.weight)
+        if init == "official":
+            nn.init.normal_(self.w1.weight, std=0.02)
+            nn.init.normal_(self.w2.weight, std=0.02)
+        else:
+            nn.init.normal_(self.w1.weight, std=0.01)
+            nn.init.zeros_(self.w2.weight)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.w2(torch.relu(self.w1(self.dropout(z)))).squeeze(-1)
@@ -104,9 +124,8 @@ class CLSRLayer(nn.Module):
         self.shared = shared
         for p in self.shared.parameters():
             p.requires_grad_(False)
-        d_model = shared.fc1.in_features
         self.experts = nn.ModuleDict({lang: self.new_expert() for lang in languages})
-        self.gates = nn.ModuleDict({lang: Gate(d_model, cfg.gate_hidden, cfg.gate_dropout) for lang in languages})
+        self.gates = nn.ModuleDict({lang: self.new_gate() for lang in languages})
 
     def new_expert(self) -> FFN:
         expert = FFN(
@@ -118,6 +137,9 @@ class CLSRLayer(nn.Module):
         for p in expert.parameters():
             p.requires_grad_(True)
         return expert
+
+    def new_gate(self) -> Gate:
+        return Gate(self.shared.fc1.in_features, self.cfg.gate_hidden, self.cfg.gate_dropout, self.cfg.gate_init)
 
     def _mask(self, z: torch.Tensor) -> torch.Tensor | None:
         mask = self.state.decoder_mask if self.decoder else None
@@ -135,16 +157,16 @@ class CLSRLayer(nn.Module):
         return self._forward_hard(z, logits, lang)
 
     def _forward_train(self, z: torch.Tensor, logits: torch.Tensor, lang: str) -> torch.Tensor:
-        if torch.rand(()) < self.cfg.skip_gate_prob:
-            gate = torch.zeros_like(logits)
-        else:
-            noise = torch.randn_like(logits) * self.state.noise_amplitude(self.cfg.noise_scale)
-            gate = torch.sigmoid(logits + noise)
+        skip = bool(torch.rand(()) < self.cfg.skip_gate_prob)
+        noise = torch.randn_like(logits) * self.state.noise_amplitude(self.cfg.noise_scale)
+        gate = torch.sigmoid(logits + noise)  # a skipped layer's sampled gate still enters the budget
         mask = self._mask(z)
         weight = mask.to(gate.dtype) if mask is not None else torch.ones_like(gate)
         self.state.gate_sums.append((gate * weight).sum())
         self.state.gate_counts.append(weight.sum())
         self.state.count(self.name, float((gate.detach() * weight).sum()), float(weight.sum()))
+        if skip:
+            return self.shared(z)
         g = gate.unsqueeze(-1)
         return g * self.experts[lang](z) + (1 - g) * self.shared(z)
 
@@ -223,6 +245,6 @@ def load_expert_state_dict(model, language: str, tensors: dict[str, torch.Tensor
             raise ValueError(f"expert file has layer {name}, which this model has no CLSR layer for")
         if language not in layer.experts:
             layer.experts[language] = layer.new_expert()
-            layer.gates[language] = Gate(layer.shared.fc1.in_features, layer.cfg.gate_hidden, layer.cfg.gate_dropout)
+            layer.gates[language] = layer.new_gate()
         target = layer.experts[language] if prefix == "expert" else layer.gates[language]
         target.load_state_dict(sd)

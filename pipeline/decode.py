@@ -71,10 +71,47 @@ def quiet_generate():
         logger.setLevel(level)
 
 
+@contextmanager
+def count_real_positions(model, eos_id: int):
+    """While one batched ``generate`` runs, let CLSR layers count only the decoder positions that teacher forcing
+    has too: the prompt and each row's generated tokens before its first end-of-text.
+
+    Batched generation keeps feeding rows that have finished (their end-of-text, then padding); without this
+    their positions would enter the dev gate rates that decide an export's static routing."""
+    state = getattr(model, "_clsr_state", None)
+    if state is None:
+        yield
+        return
+    finished: torch.Tensor | None = None
+
+    def mark(module, args, kwargs):
+        nonlocal finished
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            state.decoder_mask = None
+            return
+        is_eos = ids == eos_id
+        before = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device) if finished is None else finished
+        seen = before[:, None] | (is_eos.cumsum(dim=1) > 0)
+        state.decoder_mask = ~seen
+        finished = before | is_eos.any(dim=1)
+
+    handle = model.get_decoder().register_forward_pre_hook(mark, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        state.decoder_mask = None
+
+
 def greedy_decode(
     model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates."""
+    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates.
+
+    ``generate`` is given the language and task, so it runs no language-detection forward of its own (which
+    would route and count one more position per row); gate rates count real positions only
+    (:func:`count_real_positions`)."""
     model.eval()
     hyps: dict[str, str] = {}
     rates: dict[str, dict[str, float]] = {}
@@ -88,10 +125,12 @@ def greedy_decode(
         prompt = prompt_ids(tokenizer, lang)
         for i in range(0, len(group), cfg.eval_batch_size):
             chunk = group[i : i + cfg.eval_batch_size]
-            with torch.inference_mode(), quiet_generate():
+            with torch.inference_mode(), quiet_generate(), count_real_positions(model, tokenizer.eos_token_id):
                 out = model.generate(
                     **store.kwargs(chunk),
                     decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
+                    language=lang,
+                    task="transcribe",
                     do_sample=False,
                     num_beams=1,
                     max_new_tokens=cfg.max_new_tokens,

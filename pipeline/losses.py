@@ -12,6 +12,12 @@ mass outside them. Two ways to compare the student with it:
 Only ``[N, k]`` gathers of the student's log-probs are used: no dense
 vocabulary-sized teacher tensor is built. Divergences are multiplied by
 T^2 and averaged over the label positions given (padding already removed).
+
+The stored log-probs are the teacher's at the cache's temperature T_c. In
+``renorm`` mode they are re-tempered exactly to the training temperature T:
+restricted to the top-k, softmax(z / T) = softmax(log p_Tc * T_c / T), since
+the normaliser cancels. With ``ghost`` the outside mass cannot be
+re-tempered (the other logits are unknown), so T must equal T_c.
 """
 
 from __future__ import annotations
@@ -33,15 +39,25 @@ def sparse_buckets(
     tail_logprob: torch.Tensor,
     tail: str,
     temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(teacher, student) log-probabilities over the same buckets: ``[N, k]`` or ``[N, k+1]``."""
+    """(teacher, student) log-probabilities over the same buckets: ``[N, k]`` or ``[N, k+1]``.
+
+    ``teacher_temperature``: the temperature the stored log-probs were taken at (default: ``temperature``)."""
+    stored = temperature if teacher_temperature is None else teacher_temperature
     student_all = torch.log_softmax(student_logits / temperature, dim=-1)
     student = student_all.gather(-1, topk_ids)
     teacher = topk_logprobs.to(student.dtype)
     if tail == "renorm":
+        if stored != temperature:
+            teacher = teacher * (stored / temperature)
         return torch.log_softmax(teacher, dim=-1), torch.log_softmax(student, dim=-1)
     if tail != "ghost":
         raise ValueError(f"tail must be renorm or ghost, not {tail!r}")
+    if stored != temperature:
+        raise ValueError(
+            f"ghost tail: the cache's temperature {stored} differs from {temperature}; its outside mass cannot be re-tempered"
+        )
     student_ghost = _log1mexp(torch.logsumexp(student, dim=-1))
     teacher = torch.cat([teacher, tail_logprob.to(student.dtype).unsqueeze(-1)], dim=-1)
     teacher = teacher - torch.logsumexp(teacher, dim=-1, keepdim=True)  # float16 storage: sum back to 1
@@ -53,20 +69,36 @@ def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def sparse_js(
-    student_logits, topk_ids, topk_logprobs, tail_logprob, tail: str = "ghost", temperature: float = 1.0
+    student_logits,
+    topk_ids,
+    topk_logprobs,
+    tail_logprob,
+    tail: str = "ghost",
+    temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> torch.Tensor:
     """Jensen-Shannon divergence, mean over positions, times T^2."""
-    log_p, log_q = sparse_buckets(student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature)
+    log_p, log_q = sparse_buckets(
+        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
+    )
     log_m = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0, dtype=log_p.dtype))
     js = 0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))
     return js.mean() * temperature**2
 
 
 def sparse_kl(
-    student_logits, topk_ids, topk_logprobs, tail_logprob, tail: str = "ghost", temperature: float = 1.0
+    student_logits,
+    topk_ids,
+    topk_logprobs,
+    tail_logprob,
+    tail: str = "ghost",
+    temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> torch.Tensor:
     """Forward KL(teacher || student), mean over positions, times T^2."""
-    log_p, log_q = sparse_buckets(student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature)
+    log_p, log_q = sparse_buckets(
+        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
+    )
     return _kl(log_p, log_q).mean() * temperature**2
 
 

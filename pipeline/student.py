@@ -72,9 +72,18 @@ def build_student(spec: StudentSpec):
 
 
 def save_student(
-    out: Path, model, mode: str, spec: StudentSpec, languages: tuple[str, ...], clsr: CLSRConfig | None, params: dict
+    out: Path,
+    model,
+    mode: str,
+    spec: StudentSpec,
+    languages: tuple[str, ...],
+    clsr: CLSRConfig | None,
+    params: dict,
+    inputs: dict[str, str] | None = None,
 ) -> None:
-    """Write the student folder's model files (call inside an atomic folder)."""
+    """Write the student folder's model files (call inside an atomic folder).
+
+    ``inputs``: content fingerprints of what training read (``pipeline.train.training_inputs``)."""
     record = {
         "mode": mode,
         "base": str(spec.base),
@@ -84,6 +93,7 @@ def save_student(
         "languages": list(languages),
         "clsr": asdict(clsr) if clsr else None,
         "training": params,
+        "inputs": inputs or {},
     }
     if mode in CLSR_MODES:
         for lang in languages:

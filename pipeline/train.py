@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.clsr import CLSRConfig, add_clsr, gate_budget_loss
+from pipeline.clsr import GATE_INITS, CLSRConfig, add_clsr, gate_budget_loss
 from pipeline.decode import EncoderStore, greedy_decode
 from pipeline.distributed import average_gradients, rank_and_world
 from pipeline.errors import DwPipeError
-from pipeline.fsutil import atomic_dir
+from pipeline.fsutil import atomic_dir, atomic_write_text, sha256_files
 from pipeline.losses import KD_LOSSES, cross_entropy
 from pipeline.manifest import Utterance, load_manifest
 from pipeline.progress import progress
@@ -78,6 +78,7 @@ class TrainConfig:
     beta2: float = 0.98
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # clip the global gradient norm (the HF Trainer default the official runs use); 0: off
     ce_weight: float = 0.25
     gate_weight: float = 0.25
     kd_weight: float = 0.5
@@ -88,6 +89,7 @@ class TrainConfig:
     gate_budget: float = 0.5
     skip_gate_prob: float = 0.2
     expert_dropout: float = 0.3  # output dropout of the language experts (paper: 0.3)
+    gate_init: str = "official"  # pipeline.clsr: official (W1, w2 ~ N(0, 0.02), as the official runs start) | zero
     baseline_kd: bool = False  # finetune / lora: add the KD term too
     lora_r: int = 64
     max_new_tokens: int = 225
@@ -110,6 +112,12 @@ class TrainConfig:
             problems.append("languages is empty")
         if self.gate_lr_scale <= 0:
             problems.append(f"gate_lr_scale must be positive, not {self.gate_lr_scale}")
+        if self.gate_init not in GATE_INITS:
+            problems.append(f"gate_init {self.gate_init!r} not in {GATE_INITS}")
+        if self.max_grad_norm < 0:
+            problems.append(f"max_grad_norm must be >= 0 (0: no clipping), not {self.max_grad_norm}")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be positive, not {self.temperature}")
         if problems:
             raise DwPipeError("train_student: " + "; ".join(problems))
 
@@ -207,6 +215,22 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
+def optimizer_step(optimizer, params: list[torch.Tensor], max_grad_norm: float, world: int) -> float:
+    """Average the gradients over ranks, clip their global norm to ``max_grad_norm`` (0: no clipping), step.
+
+    Returns the global norm before clipping. Parameters without a gradient stay out of the norm and the step."""
+    average_gradients(params, world)
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        norm = 0.0
+    elif max_grad_norm > 0:
+        norm = float(torch.nn.utils.clip_grad_norm_(with_grad, max_grad_norm))
+    else:
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in with_grad])))
+    optimizer.step()
+    return norm
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     warmup = max(1, int(cfg.warmup_ratio * total))
     if step < warmup:
@@ -286,7 +310,13 @@ def step_loss(
         topk_lp = torch.from_numpy(np.concatenate([x.topk_logprobs for x in t])).to(device)
         tail = torch.from_numpy(np.concatenate([x.tail_logprob for x in t])).to(device)
         parts["kd"] = KD_LOSSES[cfg.kd_loss](
-            logits, topk_ids, topk_lp, tail, tail=cfg.tail, temperature=cfg.temperature
+            logits,
+            topk_ids,
+            topk_lp,
+            tail,
+            tail=cfg.tail,
+            temperature=cfg.temperature,
+            teacher_temperature=t[0].temperature,
         )
         loss = loss + w_kd * parts["kd"]
     return loss, {k: float(v.detach()) for k, v in parts.items()}
@@ -324,6 +354,7 @@ def build_model(cfg: TrainConfig):
             expert_dropout=cfg.expert_dropout,
             skip_gate_prob=cfg.skip_gate_prob,
             budget=cfg.gate_budget,
+            gate_init=cfg.gate_init,
         )
         add_clsr(model, clsr)
     elif cfg.mode == "lora":
@@ -340,18 +371,78 @@ def build_model(cfg: TrainConfig):
     return model, spec, clsr
 
 
+def training_inputs(cfg: TrainConfig) -> dict[str, str]:
+    """Content fingerprints of what a run reads: the base weights and tokenizer, both manifests, and the
+    teacher cache when the mode distils. A student or checkpoint made from other contents is stale, whatever
+    the paths say (a cache rebuilt with another top_k sits at the same path)."""
+    from pipeline.cache_reader import cache_fingerprint
+
+    for what, path in (("train manifest", cfg.train), ("dev manifest", cfg.dev)):
+        if not path.is_file():
+            raise DwPipeError(f"train_student: {what} {path} does not exist; run prepare_data first")
+    weights = sorted(cfg.base.glob("*.safetensors"))
+    if not weights:
+        raise DwPipeError(f"train_student: base {cfg.base} holds no .safetensors weights; run import_models first")
+    inputs = {
+        "base_weights_sha256": sha256_files(weights),
+        "base_tokenizer_sha256": sha256_files(sorted(cfg.base.glob("tokenizer*.json"))),
+        "train_manifest_sha256": sha256_files([cfg.train]),
+        "dev_manifest_sha256": sha256_files([cfg.dev]),
+    }
+    if cfg.uses_kd:
+        inputs["cache_sha256"] = cache_fingerprint(cfg.cache)
+    return inputs
+
+
+def check_languages(cfg: TrainConfig, tokenizer, train_utts: list[Utterance], dev_utts: list[Utterance], cache) -> None:
+    """Refuse, in one line, training languages the tokenizer has no token for, or that the manifests or the
+    teacher cache hold no utterance of (such a language would get untrained experts, or no dev choice)."""
+    unk = tokenizer.unk_token_id
+    unknown = [lang for lang in cfg.languages if tokenizer.convert_tokens_to_ids(f"<|{lang}|>") in (None, unk)]
+    if unknown:
+        raise DwPipeError(f"train_student: languages {unknown} have no language token in the tokenizer of {cfg.base}")
+    for what, path, utts in (("train", cfg.train, train_utts), ("dev", cfg.dev, dev_utts)):
+        absent = [lang for lang in cfg.languages if not any(u.language == lang for u in utts)]
+        if absent:
+            raise DwPipeError(f"train_student: the {what} manifest {path} has no utterance in {absent}")
+    if cache is not None:
+        missing = [u for u in train_utts if u.id not in cache]
+        if missing:
+            langs = sorted({u.language for u in missing})
+            raise DwPipeError(
+                f"train_student: {len(missing)} training utterances ({langs}; first: {missing[0].id}) are not in the "
+                f"teacher cache {cfg.cache}; rerun cache_teacher on {cfg.train}"
+            )
+
+
+def check_temperature(cfg: TrainConfig, cache) -> None:
+    """KD at the cache's temperature, or (renorm only) at another one by exact re-tempering of the stored top-k.
+
+    With the ghost bucket the mass outside the top-k cannot be re-tempered (the teacher's other logits are
+    unknown), so a mismatch there is refused."""
+    if cache is None:
+        return
+    stored = float(cache.content["identity"]["temperature"])
+    if stored != cfg.temperature and cfg.tail != "renorm":
+        raise DwPipeError(
+            f"train_student: temperature {cfg.temperature} differs from the cache's {stored} ({cfg.cache}); "
+            "train at the cache's temperature, use tail: renorm (re-tempered exactly), or rebuild the cache"
+        )
+
+
 def _checkpoint_dir(cfg: TrainConfig) -> Path:
     return cfg.out_dir.parent / f".{cfg.out_dir.name}.checkpoint"
 
 
-def _config_hash(cfg: TrainConfig) -> str:
+def _config_hash(cfg: TrainConfig, inputs: dict[str, str]) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps(asdict(cfg), default=str, sort_keys=True).encode()).hexdigest()
+    record = {"training": asdict(cfg), "inputs": inputs}
+    return hashlib.sha256(json.dumps(record, default=str, sort_keys=True).encode()).hexdigest()
 
 
 def _save_checkpoint(
-    cfg: TrainConfig, model, optimizer, state: TrainState, best: dict[str, torch.Tensor] | None
+    cfg: TrainConfig, inputs: dict[str, str], model, optimizer, state: TrainState, best: dict[str, torch.Tensor] | None
 ) -> None:
     with atomic_dir(_checkpoint_dir(cfg), overwrite=True) as tmp:
         save_file(
@@ -361,16 +452,18 @@ def _save_checkpoint(
         if best is not None:
             save_file(best, str(tmp / "best.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"config_sha256": _config_hash(cfg), **asdict(state)}, default=str))
+        (tmp / "state.json").write_text(json.dumps({"config_sha256": _config_hash(cfg, inputs), **asdict(state)}, default=str))
 
 
-def _load_checkpoint(cfg: TrainConfig, model, optimizer) -> tuple[TrainState, dict[str, torch.Tensor] | None] | None:
+def _load_checkpoint(
+    cfg: TrainConfig, inputs: dict[str, str], model, optimizer
+) -> tuple[TrainState, dict[str, torch.Tensor] | None] | None:
     folder = _checkpoint_dir(cfg)
     if not (folder / "state.json").is_file():
         return None
     saved = json.loads((folder / "state.json").read_text())
-    if saved.pop("config_sha256") != _config_hash(cfg):
-        log.warning("checkpoint %s is from other settings; starting over", folder)
+    if saved.pop("config_sha256") != _config_hash(cfg, inputs):
+        log.warning("checkpoint %s is from other settings or inputs; starting over", folder)
         return None
     params = trainable_parameters(model)
     with torch.no_grad():
@@ -382,11 +475,14 @@ def _load_checkpoint(cfg: TrainConfig, model, optimizer) -> tuple[TrainState, di
     return TrainState(**saved), best
 
 
-def train_student(cfg: TrainConfig) -> dict:
-    """Train, keep the checkpoint with the best dev WER, and write the student folder."""
+def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dict:
+    """Train, keep the checkpoint with the best dev WER, and write the student folder.
+
+    ``inputs``: :func:`training_inputs` of ``cfg`` when the caller has them already."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     cfg.check()
+    inputs = inputs or training_inputs(cfg)
     rank, world = rank_and_world()
     device, autocast = pick_device(cfg.device)
     tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
@@ -398,34 +494,40 @@ def train_student(cfg: TrainConfig) -> dict:
         cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
     train_utts = [u for u in load_manifest(cfg.train) if u.language in cfg.languages]
     dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
-    if not train_utts:
-        raise DwPipeError(f"no training utterances for languages {cfg.languages} in {cfg.train}")
+    check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
+    check_temperature(cfg, cache)
     examples = _examples(train_utts, tokenizer, cache)
 
-    torch.manual_seed(cfg.seed)  # gate initialisation (W1 ~ N(0, 0.01)) and LoRA init
+    torch.manual_seed(cfg.seed)  # gate initialisation and LoRA init
     model, spec, clsr = build_model(cfg)
     model.to(device)
     precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers
     store = EncoderStore(
         model, extractor, cfg.train.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers)
     )
-    store.fill(train_utts + dev_utts)
+    store.fill(train_utts)
+    # Dev decoding reads float32 encoder outputs, as the benchmark does, so that the best step and the export's
+    # gate rates are chosen on the numbers the benchmark will see (the training store keeps float16 to save memory).
+    dev_store = EncoderStore(
+        model, extractor, cfg.dev.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers), dtype=torch.float32
+    )
+    dev_store.fill(dev_utts)
     params = list(trainable_parameters(model).values())
     optimizer = make_optimizer(model, cfg)
     per_epoch = math.ceil(len(epoch_batches(examples, cfg, 0)) / (cfg.grad_accum * world))
     total = cfg.max_steps or per_epoch * cfg.epochs
-    resumed = _load_checkpoint(cfg, model, optimizer)
+    resumed = _load_checkpoint(cfg, inputs, model, optimizer)
     state, best = resumed if resumed else (TrainState(), None)
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     log_path = cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if not resumed and rank == 0:
-        log_path.unlink(missing_ok=True)
+    if rank == 0:
+        _truncate_log(log_path, state.step)
 
     log.info("%s: %d training utterances, %d steps, %d dev utterances", cfg.mode, len(examples), total, len(dev_utts))
     if state.step == 0 and rank == 0 and not state.history:
         # The untrained student is the first candidate for "best": training must beat it on dev.
-        best = keep_best(state, dev_wer(model, dev_utts, store, tokenizer, cfg), trainable_parameters(model), None)
+        best = keep_best(state, dev_wer(model, dev_utts, dev_store, tokenizer, cfg), trainable_parameters(model), None)
     bar = progress(range(state.step, total), desc=f"train {cfg.mode}", total=total - state.step, unit="step")
     for step in bar:
         epoch, within = divmod(step, per_epoch)
@@ -442,8 +544,7 @@ def train_student(cfg: TrainConfig) -> dict:
             (loss / len(group)).backward()
             for k, v in parts.items():
                 logged[k] = logged.get(k, 0.0) + v / len(group)
-        average_gradients(params, world)
-        optimizer.step()
+        grad_norm = optimizer_step(optimizer, params, cfg.max_grad_norm, world)
         state.step = step + 1
         clsr_state = getattr(model, "_clsr_state", None)
         if rank == 0:
@@ -453,6 +554,7 @@ def train_student(cfg: TrainConfig) -> dict:
                 "lr": lr_at(step, total, cfg),
                 "language": examples[group[0][0]].utt.language if group else None,
                 **logged,
+                "grad_norm": grad_norm,
             }
             if clsr_state is not None:
                 rates = clsr_state.rates()
@@ -461,17 +563,34 @@ def train_student(cfg: TrainConfig) -> dict:
                 handle.write(json.dumps(record) + "\n")
         end_of_epoch = state.step % per_epoch == 0 or state.step == total
         if end_of_epoch and rank == 0:
-            result = dev_wer(model, dev_utts, store, tokenizer, cfg)
+            result = dev_wer(model, dev_utts, dev_store, tokenizer, cfg)
             log.info("step %d: dev WER %.4f", state.step, result["wer"])
             best = keep_best(state, result, trainable_parameters(model), best)
         if rank == 0 and (end_of_epoch or state.step % cfg.checkpoint_every == 0):
-            _save_checkpoint(cfg, model, optimizer, state, best)
+            _save_checkpoint(cfg, inputs, model, optimizer, state, best)
     if rank != 0:
         return {}
-    return _finish(cfg, model, spec, clsr, state, best, log_path, store, dev_utts, tokenizer)
+    return _finish(cfg, inputs, model, spec, clsr, state, best, log_path)
 
 
-def _finish(cfg, model, spec, clsr, state: TrainState, best, log_path: Path, store, dev_utts, tokenizer) -> dict:
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Keep the log rows of steps up to ``step`` (the checkpoint resumed from; 0: a fresh run keeps none).
+
+    A kill between checkpoints leaves rows of steps the resumed run does again, and perhaps a torn last line."""
+    if not log_path.is_file():
+        return
+    kept = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line a kill cut short
+        if row.get("step", math.inf) <= step:
+            kept.append(line)
+    atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
+
+
+def _finish(cfg, inputs: dict[str, str], model, spec, clsr, state: TrainState, best, log_path: Path) -> dict:
     params = trainable_parameters(model)
     with torch.no_grad():
         for name, value in (best or {}).items():
@@ -493,7 +612,9 @@ def _finish(cfg, model, spec, clsr, state: TrainState, best, log_path: Path, sto
         "history": state.history,
     }
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        save_student(tmp, model, cfg.mode, spec, cfg.languages, clsr, json.loads(json.dumps(asdict(cfg), default=str)))
+        save_student(
+            tmp, model, cfg.mode, spec, cfg.languages, clsr, json.loads(json.dumps(asdict(cfg), default=str)), inputs
+        )
         (tmp / "train_log.jsonl").write_text(log_path.read_text() if log_path.is_file() else "", encoding="utf-8")
         (tmp / "dev.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         _write_plots(tmp, log_path)
@@ -535,14 +656,19 @@ class TrainStageConfig:
 
 
 def train_modes(stage: TrainStageConfig) -> dict[str, dict]:
-    """Train every configured mode; a mode whose folder already holds this exact training is skipped."""
+    """Train every configured mode; a mode whose folder holds this exact training (settings and the contents
+    of every input: :func:`training_inputs`) is skipped, any other is retrained."""
     results = {}
     for cfg in stage.configs():
         record = cfg.out_dir / "student.json"
         wanted = json.loads(json.dumps(asdict(cfg), default=str))
-        if record.is_file() and json.loads(record.read_text()).get("training") == wanted:
-            log.info("%s is up to date", cfg.out_dir)
-            results[cfg.mode] = json.loads((cfg.out_dir / "dev.json").read_text())
-            continue
-        results[cfg.mode] = train_student(cfg)
+        inputs = training_inputs(cfg)
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("training") == wanted and saved.get("inputs") == inputs:
+                log.info("%s is up to date", cfg.out_dir)
+                results[cfg.mode] = json.loads((cfg.out_dir / "dev.json").read_text())
+                continue
+            log.info("%s was trained from other settings or inputs; retraining", cfg.out_dir)
+        results[cfg.mode] = train_student(cfg, inputs)
     return results

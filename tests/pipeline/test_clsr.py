@@ -48,11 +48,26 @@ def test_only_experts_and_gates_train_and_fresh_expert_equals_shared():
     z = torch.randn(3, 7, 64)
     for layer in clsr_layers(model):
         assert torch.equal(layer.experts["pl"].eval()(z), layer.shared(z))
-        assert float(layer.gates["cs"](z).abs().max()) == 0.0  # w2 = 0: G = 0 at start
+
+
+def test_gate_initialisations():
+    """official: W1, w2 ~ N(0, 0.02), b1 = 0 (what post_init left in the official runs); zero: w2 = 0, G = 0."""
+    torch.manual_seed(0)
+    official, _ = _clsr_model(gate_hidden=512)
+    for layer in clsr_layers(official):
+        gate = layer.gates["pl"]
+        assert abs(float(gate.w1.weight.std()) - 0.02) < 0.002 and abs(float(gate.w2.weight.std()) - 0.02) < 0.004
+        assert float(gate.w1.bias.abs().max()) == 0.0
+    zero, _ = _clsr_model(gate_init="zero", gate_hidden=512)
+    z = torch.randn(3, 7, 64)
+    for layer in clsr_layers(zero):
+        gate = layer.gates["cs"].eval()
+        assert abs(float(gate.w1.weight.std()) - 0.01) < 0.001
+        assert float(gate(z).abs().max()) == 0.0  # w2 = 0: every gate starts at the threshold
 
 
 def test_noise_and_skip_gate_schedules():
-    model, state = _clsr_model(skip_gate_prob=0.0)
+    model, state = _clsr_model(skip_gate_prob=0.0, gate_init="zero")
     state.max_steps = 100
     assert [state.noise_amplitude(5.0) for state.step in (0, 50, 100, 200)] == [0.0, 2.5, 5.0, 5.0]
     layer = clsr_layers(model)[1]
@@ -61,27 +76,35 @@ def test_noise_and_skip_gate_schedules():
     torch.manual_seed(0)
     layer(torch.randn(2, 4, 64))
     assert abs(float(state.gate_sums[-1]) / float(state.gate_counts[-1]) - 0.5) < 1e-6  # sigmoid(0) without noise
-    skip_model, skip_state = _clsr_model(skip_gate_prob=1.0)
-    skip_state.language = "pl"
-    skip_layer = clsr_layers(skip_model)[1].train()
-    skip_layer(torch.randn(2, 4, 64))
-    assert float(skip_state.gate_sums[-1]) == 0.0
-    skip_state.gate_sums.clear(), skip_state.gate_counts.clear()
     torch.manual_seed(1)
     draws = 2000
-    model2, state2 = _clsr_model(skip_gate_prob=0.2)
+    model2, state2 = _clsr_model(skip_gate_prob=0.2, expert_dropout=0.0)
     state2.language = "pl"
     layer2 = clsr_layers(model2)[1].train()
+    torch.nn.init.normal_(layer2.experts["pl"].fc2.weight)  # an expert that differs from the shared FFN
     skipped = 0
     for _ in range(draws):
-        state2.reset()
-        layer2(torch.randn(1, 2, 64))
-        skipped += float(state2.gate_sums[-1]) == 0.0
+        z = torch.randn(1, 2, 64)
+        skipped += torch.equal(layer2(z), layer2.shared(z))
     assert abs(skipped / draws - 0.2) < 0.03
 
 
+def test_skipped_layer_keeps_its_sampled_gate_in_the_budget():
+    """A skipped layer computes the shared FFN alone, but its sampled gate enters the budget (official code):
+    a zero there would pull the other gates above b."""
+    model, state = _clsr_model(skip_gate_prob=1.0, expert_dropout=0.0)
+    state.language, state.step = "pl", 0  # no noise at step 0: the sampled gate is sigmoid(G)
+    layer = clsr_layers(model)[1].train()
+    layer.gates["pl"].dropout.p = 0.0
+    torch.nn.init.normal_(layer.experts["pl"].fc2.weight)
+    z = torch.randn(2, 4, 64)
+    assert torch.equal(layer(z), layer.shared(z))
+    expected = torch.sigmoid(layer.gates["pl"](z)).mean()
+    assert torch.allclose(state.gate_sums[-1] / state.gate_counts[-1], expected)
+
+
 def test_budget_loss_masks_padding():
-    model, state = _clsr_model(skip_gate_prob=0.0)
+    model, state = _clsr_model(skip_gate_prob=0.0, gate_init="zero")
     layer = clsr_layers(model)[1].train()
     state.language = "pl"
     state.decoder_mask = torch.tensor([[True, True, False, False]])

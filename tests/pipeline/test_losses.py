@@ -67,3 +67,20 @@ def test_js_is_zero_when_student_equals_teacher_and_bounded():
 def test_cross_entropy_uses_label_smoothing():
     logits = torch.tensor([[10.0, 0.0, 0.0]])
     assert cross_entropy(logits, torch.tensor([0]), 0.1) > cross_entropy(logits, torch.tensor([0]), 0.0)
+
+
+@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl])
+def test_renorm_retempers_a_cache_of_another_temperature_exactly(sparse):
+    """A top-k stored at T_c = 1, trained at T = 2 (renorm), gives the loss of a top-k stored at T = 2."""
+    g = torch.Generator().manual_seed(5)
+    teacher_logits = torch.randn(6, 50, generator=g, dtype=torch.float64) * 3
+    student = torch.randn(6, 50, generator=g, dtype=torch.float64)
+    at = {t: torch.log_softmax(teacher_logits / t, -1).topk(5, -1) for t in (1.0, 2.0)}
+    assert torch.equal(at[1.0].indices, at[2.0].indices)  # tempering keeps the order
+    tail = torch.zeros(6, dtype=torch.float64)  # unused by renorm
+    retempered = sparse(student, at[1.0].indices, at[1.0].values, tail, "renorm", 2.0, teacher_temperature=1.0)
+    stored_at_2 = sparse(student, at[2.0].indices, at[2.0].values, tail, "renorm", 2.0, teacher_temperature=2.0)
+    assert torch.allclose(retempered, stored_at_2)
+    assert not torch.allclose(sparse(student, at[1.0].indices, at[1.0].values, tail, "renorm", 2.0), stored_at_2)
+    with pytest.raises(ValueError, match="cannot be re-tempered"):
+        sparse(student, at[1.0].indices, at[1.0].values, tail, "ghost", 2.0, teacher_temperature=1.0)

@@ -69,20 +69,26 @@ def test_each_mode_trains_and_reloads(tiny_hf_dir, tiny_data, tmp_path, mode):
 
 
 def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data, tmp_path, monkeypatch):
-    reference = _config(tiny_hf_dir, tiny_data, tmp_path / "ref")
+    """Killed in step 5 with the last checkpoint at step 3 (the end of epoch 1): the resumed run repeats steps 4
+    and 5 and its log holds each step once, as the uninterrupted run's does."""
+    reference = _config(tiny_hf_dir, tiny_data, tmp_path / "ref", checkpoint_every=100)
     train_student(reference)
-    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "resumed")
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "resumed", checkpoint_every=100)
     real_step, calls = train_mod.step_loss, []
 
-    def dies_at_third_step(*args, **kwargs):
+    def dies_in_fifth_step(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 5:
             raise KeyboardInterrupt("killed")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "step_loss", dies_at_third_step)
+    monkeypatch.setattr(train_mod, "step_loss", dies_in_fifth_step)
     with pytest.raises(KeyboardInterrupt):
         train_student(cfg)
+    log_path = cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
+    assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == [1, 2, 3, 4]
+    with log_path.open("a") as handle:
+        handle.write('{"step": 5, "ce": 1.')  # a line the kill cut short
     monkeypatch.setattr(train_mod, "step_loss", real_step)
     train_student(cfg)
     for lang in ("pl", "cs"):
@@ -184,3 +190,75 @@ def test_shared_parameters_keep_one_best_step():
     state.step = 1
     best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), _params(**{"fc1.weight": 1.0}), best)
     assert state.best_step == 1 and float(best["fc1.weight"]) == 1.0 and not state.best_by_language
+
+
+@pytest.mark.parametrize(("max_norm", "scale"), [(0.0, 1.0), (1.0, 0.1), (20.0, 1.0)])
+def test_gradients_are_clipped_to_their_global_norm(max_norm, scale):
+    """Gradients (3, 4) and (5 sqrt 3): global norm 10, so clipped to 1 they move plain SGD by a tenth of them.
+    A parameter without a gradient stays out of the norm and does not move."""
+    a, b, untouched = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 1, 3))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([5.0 * 3**0.5])
+    norm = train_mod.optimizer_step(torch.optim.SGD([a, b, untouched], lr=1.0), [a, b, untouched], max_norm, 1)
+    assert norm == pytest.approx(10.0)
+    assert torch.allclose(a.detach(), torch.tensor([-3.0, -4.0]) * scale)
+    assert torch.allclose(b.detach(), torch.tensor([-5.0 * 3**0.5]) * scale)
+    assert untouched.grad is None and torch.equal(untouched.detach(), torch.zeros(3))
+    assert TrainConfig.max_grad_norm == 1.0  # the HF Trainer default the official runs use
+
+
+def test_temperature_must_match_the_cache_with_the_ghost_tail(tiny_hf_dir, tiny_data, tmp_path):
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "t", temperature=2.0, tail="ghost")
+    with pytest.raises(train_mod.DwPipeError, match="temperature 2.0 differs from the cache's 1.0"):
+        train_student(cfg)
+    summary = train_student(replace(cfg, tail="renorm", max_steps=1))  # re-tempered exactly instead
+    assert summary["steps"] == 1
+
+
+@pytest.mark.parametrize(
+    ("languages", "message"),
+    [(("pl", "xx"), r"languages \['xx'\] have no language token"), (("pl", "de"), r"has no utterance in \['de'\]")],
+)
+def test_unusable_languages_are_refused(tiny_hf_dir, tiny_data, tmp_path, languages, message):
+    """xx is no Whisper language; de is in the manifests but not a training language of the tiny cache."""
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "l", languages=languages)
+    if "de" in languages:
+        dev = tmp_path / "dev.jsonl"
+        dev.write_text("".join(line + "\n" for line in tiny_data["dev"].read_text().splitlines() if '"de"' not in line))
+        (tmp_path / "audio").symlink_to(tiny_data["dev"].parent / "audio")
+        cfg = replace(cfg, dev=dev)
+    with pytest.raises(train_mod.DwPipeError, match=message):
+        train_student(cfg)
+
+
+def test_a_student_from_other_inputs_is_retrained(tiny_hf_dir, tiny_data, tmp_path, monkeypatch):
+    """train_modes skips a mode only when settings and input contents match: a cache rebuilt with another top_k
+    at the same path retrains the distilling student, not the one that never reads the cache."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_data["cache"], cache)
+    common = {
+        "languages": ["pl", "cs"],
+        "base": str(tiny_hf_dir),
+        "cache": str(cache),
+        "train": str(tiny_data["train"]),
+        "dev": str(tiny_data["dev"]),
+        "clsr_decoder_layers": [0, 1],
+        "max_steps": 1,
+        "batch_size": 2,
+        "max_new_tokens": 4,
+    }
+    stage = train_mod.TrainStageConfig(("distilwhisper", "clsr"), tmp_path / "students", common)
+    train_mod.train_modes(stage)
+    trained = []
+    real = train_mod.train_student
+    monkeypatch.setattr(train_mod, "train_student", lambda cfg, inputs: trained.append(cfg.mode) or real(cfg, inputs))
+    train_mod.train_modes(stage)
+    assert trained == []  # up to date
+    build_cache(CacheTeacherConfig(teacher=tiny_hf_dir, manifest=tiny_data["train"], out_dir=cache, top_k=4), force=True)
+    train_mod.train_modes(stage)
+    assert trained == ["distilwhisper"]
+    record = json.loads((tmp_path / "students" / "distilwhisper" / "student.json").read_text())
+    from pipeline.cache_reader import cache_fingerprint
+
+    assert record["inputs"]["cache_sha256"] == cache_fingerprint(cache)

@@ -1,0 +1,89 @@
+"""Greedy decoding of CLSR students: the dev gate rates count the positions teacher forcing has, no others."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizer,
+)
+
+from pipeline.clsr import CLSRConfig, add_clsr
+from pipeline.decode import EncoderStore, count_real_positions, greedy_decode
+from pipeline.manifest import load_manifest
+from pipeline.student import set_language
+from pipeline.teacher import prompt_ids
+from tests.conftest import write_tiny_manifest
+
+EOS = 50257
+
+
+class EndRowsAt(LogitsProcessor):
+    """Force end-of-text in row i at generated step ``ends[i]`` (None: never); other steps never end a row."""
+
+    def __init__(self, ends: list[int | None], prompt_len: int) -> None:
+        self.ends, self.prompt_len = ends, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_len
+        scores = scores.clone()
+        for row, end in enumerate(self.ends):
+            if end == step:
+                scores[row] = -torch.inf
+                scores[row, EOS] = 0.0
+            else:
+                scores[row, EOS] = -torch.inf
+        return scores
+
+
+def _student(tiny_hf_dir):
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir)  # with its generation config
+    add_clsr(model, CLSRConfig(("pl",), decoder_layers=(0, 1)))
+    return model.eval()
+
+
+def test_finished_rows_do_not_count(tiny_hf_dir):
+    """Rows ending after 1 and 3 tokens and one never ending: counted positions = prompt + tokens before EOS."""
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    model = _student(tiny_hf_dir)
+    set_language(model, "pl")
+    state = model._clsr_state
+    prompt = prompt_ids(tokenizer, "pl")
+    features = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(0))
+    ends, max_new = [1, 3, None], 6
+    with torch.inference_mode(), count_real_positions(model, EOS):
+        model.generate(
+            input_features=features,
+            decoder_input_ids=torch.tensor([prompt] * 3),
+            language="pl",
+            task="transcribe",
+            max_new_tokens=max_new,
+            logits_processor=LogitsProcessorList([EndRowsAt(ends, len(prompt))]),
+        )
+    # Row 0 feeds the prompt and 1 token; row 1: 3 tokens; row 2 never ends: the last of 6 tokens is never fed.
+    expected = 3 * len(prompt) + 1 + 3 + (max_new - 1)
+    assert {tokens for _, tokens in state.usage.values()} == {expected}
+    assert state.decoder_mask is None  # the hook leaves nothing behind
+
+
+def test_greedy_decode_runs_no_language_detection(tiny_hf_dir, tmp_path):
+    """With language and task given, the decoder runs max_new_tokens times per batch and nothing more."""
+    manifest = write_tiny_manifest(tmp_path)
+    utts = [u for u in load_manifest(manifest) if u.language == "pl"]
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    extractor = WhisperFeatureExtractor.from_pretrained(tiny_hf_dir)
+    model = _student(tiny_hf_dir)
+    store = EncoderStore(model, extractor, manifest.parent, True, torch.device("cpu"), dtype=torch.float32)
+    store.fill(utts)
+    calls = []
+    model.get_decoder().register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape), with_kwargs=True)
+    cfg = SimpleNamespace(eval_batch_size=8, max_new_tokens=5)
+    hyps, rates = greedy_decode(model, utts, store, tokenizer, cfg)
+    assert len(hyps) == len(utts)
+    assert len(calls) <= cfg.max_new_tokens and calls[0] == (len(utts), 4)
+    assert set(rates["pl"]) == {"decoder.0", "decoder.1"}
