@@ -13,14 +13,26 @@ Layouts recognised (first column found wins):
 | language | ``locale``            | ``language`` (English name) / config name |
 | speaker  | ``client_id``         | ``speaker_id``                      |
 | gender   | ``gender`` (string)   | ``gender`` (ClassLabel)             |
-| id       | ``path`` file name    | ``id``                              |
+| id       | ``path`` file name    | ``path`` file name, else ``id``     |
+
+The id is the recording's own name: FLEURS' ``id`` numbers the sentence,
+which several speakers read, so ``path`` comes first.
+
+A split's rows can be selected (``HFSourceConfig.select``): by a list of
+row positions or by the first ``n`` after a stable sort on columns (the
+DistilWhisper Common Voice subsets, ``profiles/cv13_subsets/``). Selected
+rows keep the dataset's order; the others are counted in the summary's
+``selection``, not rejected.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.errors import DwPipeError
 
@@ -28,7 +40,7 @@ log = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("sentence", "transcription", "raw_transcription", "text")
 SPEAKER_COLUMNS = ("client_id", "speaker_id", "speaker")
-ID_COLUMNS = ("id", "path")
+ID_COLUMNS = ("path", "id")
 
 
 def _load(name_or_dir: str, config_name: str | None, split: str):
@@ -66,29 +78,114 @@ def _gender(row: dict, features) -> object:
     return value
 
 
-def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> Iterator:
-    """Candidates from each configured split of a Hugging Face dataset."""
+def load_rows(path: Path, config_name: str | None, split: str) -> list[int]:
+    """Row positions listed for ``config_name``/``split`` in a ``{config: {split: [row, ...]}}`` file."""
+    if not path.is_file():
+        raise DwPipeError(f"select rows file {path} not found (paths are relative to the working directory)")
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DwPipeError(f"{path}: not a JSON file: {exc}") from exc
+    if not isinstance(table, dict) or config_name not in table:
+        known = ", ".join(sorted(table)) if isinstance(table, dict) else "none"
+        raise DwPipeError(f"{path}: no list for dataset config {config_name!r} (has {known})")
+    rows = table[config_name].get(split) if isinstance(table[config_name], dict) else None
+    if rows is None:
+        raise DwPipeError(f"{path}: no {split!r} list for {config_name!r} (has {', '.join(table[config_name])})")
+    if not isinstance(rows, list) or not all(type(r) is int and r >= 0 for r in rows):
+        raise DwPipeError(f"{path} [{config_name}/{split}]: expected a list of row positions (integers >= 0)")
+    if len(set(rows)) != len(rows):
+        raise DwPipeError(f"{path} [{config_name}/{split}]: a row is listed twice")
+    return rows
+
+
+def top_rows(columns: dict[str, np.ndarray], top_by: tuple[str, ...], n: int) -> list[int]:
+    """Positions of the ``n`` first rows sorted by ``top_by`` (``-col``: descending), ties by position."""
+    keys = []
+    for spec in reversed(top_by):  # np.lexsort sorts by its last key first
+        values = columns[spec.lstrip("-")].astype(np.float64)
+        keys.append(-values if spec.startswith("-") else values)
+    order = np.lexsort(keys)  # a stable sort: rows with equal keys keep their order
+    return sorted(order[:n].tolist())
+
+
+def _sort_columns(ds, top_by: tuple[str, ...], where: str) -> dict[str, np.ndarray]:
+    names = [spec.lstrip("-") for spec in top_by]
+    missing = [c for c in names if c not in ds.column_names]
+    if missing:
+        raise DwPipeError(f"{where}: select top_by names {missing}, not columns of the split ({ds.column_names})")
+    columns = ds.select_columns(names).with_format("numpy")[:]
+    for name in names:
+        if not np.issubdtype(columns[name].dtype, np.number):
+            raise DwPipeError(f"{where}: select top_by column {name!r} is not numeric ({columns[name].dtype})")
+    return columns
+
+
+def select_rows(ds, sel, config_name: str | None, split: str, where: str) -> tuple[list[int], dict]:
+    """The selected row positions (dataset order) of one split, and how they were chosen."""
+    sel.check(where)
+    if sel.rows is None:
+        chosen = top_rows(_sort_columns(ds, sel.top_by, where), sel.top_by, sel.n)
+        return chosen, {"by": f"first {sel.n} by {', '.join(sel.top_by)}; ties in row order"}
+    listed = load_rows(sel.rows, config_name, split)
+    past = [r for r in listed if r >= len(ds)]
+    if past:
+        raise DwPipeError(
+            f"{where}: {len(past)} rows listed in {sel.rows} [{config_name}/{split}] are not in the split "
+            f"({len(ds)} rows; e.g. row {past[0]}): this copy of the dataset is not the one the list was made "
+            "from; select by top_by and n instead"
+        )
+    info = {"by": f"rows listed in {sel.rows} [{config_name}/{split}]"}
+    info["rows_sha256"] = hashlib.sha256(sel.rows.read_bytes()).hexdigest()
+    if sel.top_by:
+        expected = top_rows(_sort_columns(ds, sel.top_by, where), sel.top_by, len(listed))
+        differ = sorted(set(listed) ^ set(expected))
+        if differ:
+            raise DwPipeError(
+                f"{where}: the rows listed in {sel.rows} [{config_name}/{split}] are not the first {len(listed)} "
+                f"by {', '.join(sel.top_by)} in this copy ({len(differ)} rows differ, e.g. row {differ[0]}): its "
+                "row order differs from the one the list was made from; select by top_by and n instead"
+            )
+        info["by"] += f", checked: the first {len(listed)} by {', '.join(sel.top_by)}"
+    return sorted(listed), info
+
+
+def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[list, dict]:
+    """Candidates from each configured split of a Hugging Face dataset, and each split's selection."""
     import datasets
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     from pipeline.prepare import Candidate
 
     names = {name: code for code, name in LANGUAGES.items()}
+    unknown = sorted(set(cfg.select) - set(cfg.splits))
+    if unknown:
+        raise DwPipeError(f"{name_or_dir}: select names splits {unknown} that splits does not map ({cfg.splits})")
+    candidates, selection = [], {}
     for our_split, their_split in cfg.splits.items():
         ds = _load(name_or_dir, cfg.name, their_split)
+        where = f"{name_or_dir} [{cfg.name + '/' if cfg.name else ''}{their_split}]"
         if "audio" not in ds.column_names:
-            raise DwPipeError(f"{name_or_dir} [{their_split}]: no 'audio' column (columns: {ds.column_names})")
+            raise DwPipeError(f"{where}: no 'audio' column (columns: {ds.column_names})")
         text_col = next((c for c in TEXT_COLUMNS if c in ds.column_names), None)
         if text_col is None:
-            raise DwPipeError(f"{name_or_dir} [{their_split}]: no transcript column among {TEXT_COLUMNS}")
+            raise DwPipeError(f"{where}: no transcript column among {TEXT_COLUMNS}")
+        if our_split in cfg.select:
+            chosen, info = select_rows(ds, cfg.select[our_split], cfg.name, their_split, where)
+        else:
+            chosen, info = list(range(len(ds))), {"by": "all rows"}
+        if cfg.max_per_split and len(chosen) > cfg.max_per_split:
+            chosen, info["by"] = chosen[: cfg.max_per_split], info["by"] + f", first {cfg.max_per_split} kept"
+        selection[where] = {"split": our_split, "rows": len(ds), "selected": len(chosen)} | info
+        selection[where]["not_selected"] = len(ds) - len(chosen)
         ds = ds.cast_column("audio", datasets.Audio(decode=False))
-        if cfg.max_per_split:
-            ds = ds.select(range(min(cfg.max_per_split, len(ds))))
+        if len(chosen) < len(ds):
+            ds = ds.select(chosen)
         speaker_col = next((c for c in SPEAKER_COLUMNS if c in ds.column_names), None)
         id_col = next((c for c in ID_COLUMNS if c in ds.column_names), None)
         source = f"hf:{Path(name_or_dir).name if Path(name_or_dir).is_dir() else name_or_dir}:{their_split}"
-        for index, row in enumerate(ds):
-            raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(index)
+        for position, row in zip(chosen, ds, strict=True):
+            raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(position)
             audio = row["audio"] or {}
             ref = audio.get("bytes") or (Path(audio["path"]) if audio.get("path") else None)
             prefix = f"{cfg.name}-" if cfg.name else ""
@@ -103,4 +200,5 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> Iterator:
             }
             if ref is None:
                 record["_problem"] = "unreadable audio: row has neither bytes nor a path"
-            yield Candidate(source, record, ref, line=index)
+            candidates.append(Candidate(source, record, ref, line=position))
+    return candidates, selection

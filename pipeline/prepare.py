@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +33,40 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SplitSelection:
+    """Which rows of one dataset split to keep; the others are counted, not rejected.
+
+    ``rows``: a JSON file ``{config: {dataset split: [row, ...]}}`` of 0-based
+    row positions (the layout of DistilWhisper's Common Voice lists).
+    ``top_by`` + ``n``: the ``n`` first rows after a stable sort by these
+    columns (``-col`` descending), so ties keep the dataset's row order.
+    Both: the listed rows, refused unless they are what the rule picks here
+    (which tells a copy of the dataset in another row order).
+    """
+
+    rows: Path | None = None
+    top_by: tuple[str, ...] = ()
+    n: int = 0
+
+    def check(self, where: str) -> None:
+        if self.rows is None and not self.top_by:
+            raise DwPipeError(f"{where}: give rows (a list file) or top_by with n")
+        if self.rows is None and self.n <= 0:
+            raise DwPipeError(f"{where}: top_by needs n > 0 (how many rows to keep)")
+        if self.rows is not None and self.n:
+            raise DwPipeError(f"{where}: n is the length of the rows list; leave n out with rows")
+
+
+@dataclass(frozen=True)
 class HFSourceConfig:
     """One Hugging Face dataset (config) and how its splits map onto ours."""
 
     splits: dict[str, str]  # our split -> dataset split name
     name: str | None = None  # dataset config (e.g. FLEURS "pl_pl", CV "pl")
     language: str | None = None  # force one language (otherwise from locale / language columns)
-    max_per_split: int = 0  # 0: all
+    max_per_split: int = 0  # 0: all; else the first N (dataset order) of each split, after select
     input: str | None = None  # hub id or save_to_disk folder (else prepare_data.input)
+    select: dict[str, SplitSelection] = field(default_factory=dict)  # our split -> its rows; absent: all rows
 
 
 @dataclass(frozen=True)
@@ -243,11 +269,12 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
             raise DwPipeError(
                 "source hf needs --input NAME_OR_FOLDER, or prepare_data.hf_datasets entries with an input each"
             )
-        candidates = [
-            c
-            for d in datasets
-            for c in hf_candidates(d.input if d.input and not cfg.input else cfg.input, d, languages)
-        ]
+        candidates, selection = [], {}
+        for d in datasets:
+            found, chosen = hf_candidates(d.input if d.input and not cfg.input else cfg.input, d, languages)
+            candidates += found
+            selection |= chosen
+        extra = {"selection": selection}
     else:
         raise DwPipeError(f"unknown source {cfg.source!r}: use synthetic, hf or local")
     log.info("prepare_data: %d candidate utterances from %s", len(candidates), cfg.source)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from pipeline.benchmark import BenchmarkConfig
 from pipeline.cache import CacheTeacherConfig
 from pipeline.config import load_section
+from pipeline.corpus_hf import load_rows
 from pipeline.export import ExportConfig
 from pipeline.models import ImportModelsConfig, parse_model_spec
 from pipeline.prepare import HFSourceConfig, PrepareDataConfig, prepare_data
@@ -27,6 +30,11 @@ SECTIONS = {
     "quantize": QuantizeConfig,
     "benchmark": BenchmarkConfig,
     "report": ReportConfig,
+}
+OFFICIAL_LISTS = {  # naver/multilingual-distilwhisper 6faf22a, data/generated_ids/
+    "cv_3k.json": "37c5dd16d6adea4dde7242959d50dcef506a8577be581625a627fc71d7bdcb6f",
+    "cv_10k.json": "9aee7a02506dfb79211a8bcc5804425b0addd7ea2cd807396b374c364ccea318",
+    "cv_28k.json": "bece6f5d28df3031bb9316fb7c2f25daa8859ff25fa91095d29dcf2df2471d97",
 }
 
 
@@ -62,28 +70,41 @@ def test_paper_profile_names_hub_models_and_datasets():
     ]
 
 
+def test_paper_profile_selects_train_and_dev_by_the_official_lists_and_reads_test_whole():
+    prep = load_section(PrepareDataConfig, "prepare_data", ROOT / "profiles/paper.yaml")
+    for d in prep.hf_datasets:
+        assert d.max_per_split == 0, d.name
+        if "fleurs" in d.input:
+            assert d.select == {} and d.splits == {"test_ood": "test"}, d.name
+            continue
+        assert d.splits == {"train": "train", "dev": "validation", "test": "test"}, d.name
+        assert set(d.select) == {"train", "dev"}, d.name  # test: the whole split
+        for split, sel in d.select.items():
+            sel.check(d.name)
+            assert sel.top_by == ("-up_votes", "down_votes")
+            rows = load_rows(ROOT / sel.rows, d.name, d.splits[split])
+            assert len(rows) == {"train": 3000, "dev": 500}[split], (d.name, split)
+    readme = (ROOT / "profiles/cv13_subsets/README.md").read_text(encoding="utf-8")
+    for name, digest in OFFICIAL_LISTS.items():  # unmodified copies of the official files
+        assert hashlib.sha256((ROOT / "profiles/cv13_subsets" / name).read_bytes()).hexdigest() == digest
+        assert digest in readme
+
+
 def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir):
-    """The paper's hf_datasets list, each entry pointed at a local save_to_disk stand-in."""
+    """The paper's hf_datasets list, each entry pointed at a local save_to_disk stand-in of the hub layout.
+
+    The official row lists index the real splits, so each selection's list is swapped for one of the
+    stand-in's top rows; the rule check (top_by) stays as the profile has it.
+    """
     import datasets
 
+    from tests.pipeline.test_corpus_hf import cv_stand_in  # noqa: PLC0415
     from tests.pipeline.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
 
     audio = datasets.Audio(decode=False)
     folders = {}
     for lang in ("pl", "cs"):
-        cv = datasets.Dataset.from_dict(
-            {
-                "client_id": ["a", "b"],
-                "path": [f"{lang}1.mp3", f"{lang}2.mp3"],
-                "locale": [lang, lang],
-                "gender": ["male", "female"],
-                "audio": [{"bytes": _wav_bytes(_speech(1.0, 48_000), 48_000), "path": None}] * 2,
-                "sentence": ["Ahoj.", "Dobrý den."],
-            }
-        ).cast_column("audio", audio)
-        datasets.DatasetDict({"train": cv, "validation": cv.select([0]), "test": cv.select([1])}).save_to_disk(
-            str(tmp_path / f"cv-{lang}")
-        )
+        cv = cv_stand_in(tmp_path / f"cv-{lang}", lang, n_test=3, audio_bytes=_wav_bytes(_speech(1.0, 48_000), 48_000))
         fl = (
             datasets.Dataset.from_dict(
                 {
@@ -98,15 +119,23 @@ def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir):
             .cast_column("gender", datasets.ClassLabel(names=["male", "female", "other"]))
         )
         datasets.DatasetDict({"test": fl}).save_to_disk(str(tmp_path / f"fleurs-{lang}"))
-        folders[lang] = (tmp_path / f"cv-{lang}", tmp_path / f"fleurs-{lang}")
+        folders[lang] = (cv, tmp_path / f"fleurs-{lang}")
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({lang: {"train": [2, 1], "validation": [1]} for lang in folders}), encoding="utf-8")
     paper = load_section(PrepareDataConfig, "prepare_data", ROOT / "profiles/paper.yaml")
     stand_ins = []
     for d in paper.hf_datasets:
         lang = d.language or d.name
         if lang in folders:
-            stand_ins.append(replace(d, input=str(folders[lang][0 if "common_voice" in d.input else 1])))
+            select = {split: replace(sel, rows=rows) for split, sel in d.select.items()}
+            stand_ins.append(replace(d, input=str(folders[lang][0 if "common_voice" in d.input else 1]), select=select))
     cfg = replace(paper, out_dir=tmp_path / "prepared", model=tiny_hf_dir, workers=1, hf_datasets=tuple(stand_ins))
     summary = prepare_data(cfg)
-    assert summary["kept"] == 2 * (2 + 1 + 1 + 1) and summary["rejected"] == 0
-    assert set(summary["by_split"]) == {"train", "dev", "test", "test_ood"}
+    assert summary["kept"] == 2 * (2 + 1 + 3 + 1) and summary["rejected"] == 0
+    assert {s: v["utterances"] for s, v in summary["by_split"].items()} == {
+        "train": 4,
+        "dev": 2,
+        "test": 6,
+        "test_ood": 2,
+    }
     assert isinstance(cfg.hf, HFSourceConfig)

@@ -1,0 +1,169 @@
+"""corpus_hf: per-split selection (row lists, top by votes) and per-recording ids, on the hub's CV layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.corpus_hf import hf_candidates
+from pipeline.errors import DwPipeError
+from pipeline.manifest import load_manifest
+from pipeline.prepare import HFSourceConfig, SplitSelection, prepare_data
+
+LANGUAGES = frozenset({"pl", "de"})
+# (up_votes, down_votes) of the stand-in train rows. By up-votes (desc) then down-votes (asc), rows with
+# equal votes in row order: 2 (5,0), 1 (5,1), 4 (5,1), 0 (2,0), 5 (2,0), 3 (1,0).
+TRAIN_VOTES = [(2, 0), (5, 1), (5, 0), (1, 0), (5, 1), (2, 0)]
+BY_VOTES = ("-up_votes", "down_votes")
+
+
+def cv_split(votes: list[tuple[int, int]], lang: str, tag: str, audio_bytes: bytes = b"") -> object:
+    """A split with exactly the columns of mozilla-foundation/common_voice_13_0 on the hub."""
+    import datasets
+
+    n = len(votes)
+    return datasets.Dataset.from_dict(
+        {
+            "client_id": [f"spk{i % 2}" for i in range(n)],
+            "path": [f"{lang}_{tag}/clips/common_voice_{lang}_{tag}{i}.mp3" for i in range(n)],
+            "audio": [{"bytes": audio_bytes or b"not decoded here", "path": None}] * n,
+            "sentence": [f"Zdanie numer {i}." for i in range(n)],
+            "up_votes": [u for u, _ in votes],
+            "down_votes": [d for _, d in votes],
+            "age": ["twenties"] * n,
+            "gender": ["female_feminine", "male_masculine"] * (n // 2) + ["female_feminine"] * (n % 2),
+            "accent": [""] * n,
+            "locale": [lang] * n,
+            "segment": [""] * n,
+            "variant": [""] * n,
+        }
+    ).cast_column("audio", datasets.Audio(decode=False))
+
+
+def cv_stand_in(folder: Path, lang: str = "pl", n_test: int = 5, audio_bytes: bytes = b"") -> Path:
+    import datasets
+
+    datasets.DatasetDict(
+        {
+            "train": cv_split(TRAIN_VOTES, lang, "train", audio_bytes),
+            "validation": cv_split([(1, 0), (3, 0), (2, 0)], lang, "dev", audio_bytes),
+            "test": cv_split([(0, 0)] * n_test, lang, "test", audio_bytes),
+        }
+    ).save_to_disk(str(folder))
+    return folder
+
+
+def _rows_file(path: Path, lists: dict) -> Path:
+    path.write_text(json.dumps(lists), encoding="utf-8")
+    return path
+
+
+def _source(**select) -> HFSourceConfig:
+    return HFSourceConfig(splits={"train": "train", "dev": "validation", "test": "test"}, name="pl", select=select)
+
+
+def _ids(candidates, split: str) -> list[str]:
+    return [c.record["id"] for c in candidates if c.record["split"] == split]
+
+
+def test_row_list_picks_exactly_the_listed_rows_in_dataset_order(tmp_path):
+    data = cv_stand_in(tmp_path / "cv")
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [4, 1, 3], "validation": [2]}})
+    cfg = _source(train=SplitSelection(rows=rows), dev=SplitSelection(rows=rows))
+    candidates, selection = hf_candidates(str(data), cfg, LANGUAGES)
+    assert _ids(candidates, "train") == [f"pl-train-common_voice_pl_train{i}" for i in (1, 3, 4)]
+    assert _ids(candidates, "dev") == ["pl-dev-common_voice_pl_dev2"]
+    assert [c.line for c in candidates if c.record["split"] == "train"] == [1, 3, 4]
+    train = selection[f"{data} [pl/train]"]
+    assert (train["rows"], train["selected"], train["not_selected"]) == (6, 3, 3)
+    assert train["by"] == f"rows listed in {rows} [pl/train]"
+
+
+def test_a_row_list_that_does_not_fit_the_split_is_an_error(tmp_path):
+    data = cv_stand_in(tmp_path / "cv")
+    cases = {
+        r"1 rows listed in .* are not in the split \(6 rows; e\.g\. row 6\)": {"pl": {"train": [0, 6]}},
+        r"no list for dataset config 'pl' \(has cs\)": {"cs": {"train": [0]}},
+        r"\[pl/train\]: a row is listed twice": {"pl": {"train": [3, 1, 3]}},
+        r"\[pl/train\]: expected a list of row positions": {"pl": {"train": [0, "1"]}},
+    }
+    for message, lists in cases.items():
+        rows = _rows_file(tmp_path / "rows.json", lists)
+        with pytest.raises(DwPipeError, match=message):
+            hf_candidates(str(data), _source(train=SplitSelection(rows=rows)), LANGUAGES)
+
+
+def test_top_by_up_votes_breaks_ties_by_row_order(tmp_path):
+    data = cv_stand_in(tmp_path / "cv")
+    expected = {2: [1, 2], 4: [0, 1, 2, 4], 6: [0, 1, 2, 3, 4, 5], 9: [0, 1, 2, 3, 4, 5]}
+    for n, rows in expected.items():
+        candidates, _ = hf_candidates(str(data), _source(train=SplitSelection(top_by=BY_VOTES, n=n)), LANGUAGES)
+        assert _ids(candidates, "train") == [f"pl-train-common_voice_pl_train{i}" for i in rows], n
+
+
+def test_row_list_is_checked_against_the_rule_when_both_are_given(tmp_path):
+    data = cv_stand_in(tmp_path / "cv")
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [2, 1, 4, 0]}})
+    candidates, _ = hf_candidates(str(data), _source(train=SplitSelection(rows=rows, top_by=BY_VOTES)), LANGUAGES)
+    assert len(_ids(candidates, "train")) == 4
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [2, 1, 4, 5]}})  # 5 ties with 0 but comes later
+    with pytest.raises(DwPipeError, match=r"not the first 4 by -up_votes, down_votes .*2 rows differ, e\.g\. row 0"):
+        hf_candidates(str(data), _source(train=SplitSelection(rows=rows, top_by=BY_VOTES)), LANGUAGES)
+
+
+def test_unselected_splits_are_whole_and_max_per_split_caps_after_selection(tmp_path):
+    data = cv_stand_in(tmp_path / "cv", n_test=7)
+    candidates, selection = hf_candidates(str(data), _source(train=SplitSelection(top_by=BY_VOTES, n=4)), LANGUAGES)
+    assert len(_ids(candidates, "test")) == 7 and selection[f"{data} [pl/test]"]["by"] == "all rows"
+    cfg = replace(_source(train=SplitSelection(top_by=BY_VOTES, n=4)), max_per_split=2)
+    candidates, _ = hf_candidates(str(data), cfg, LANGUAGES)
+    assert _ids(candidates, "train") == ["pl-train-common_voice_pl_train0", "pl-train-common_voice_pl_train1"]
+    assert len(_ids(candidates, "test")) == 2
+
+
+def test_select_must_name_a_mapped_split_and_say_how(tmp_path):
+    data = cv_stand_in(tmp_path / "cv")
+    with pytest.raises(DwPipeError, match=r"select names splits \['test_ood'\]"):
+        hf_candidates(str(data), _source(test_ood=SplitSelection(top_by=BY_VOTES, n=1)), LANGUAGES)
+    with pytest.raises(DwPipeError, match="top_by needs n > 0"):
+        hf_candidates(str(data), _source(train=SplitSelection(top_by=BY_VOTES)), LANGUAGES)
+    with pytest.raises(DwPipeError, match="not columns of the split"):
+        hf_candidates(str(data), _source(train=SplitSelection(top_by=("-likes",), n=1)), LANGUAGES)
+
+
+def test_fleurs_recordings_of_one_sentence_keep_their_own_ids(tmp_path):
+    """FLEURS' id numbers the sentence; two speakers reading it are two utterances."""
+    import datasets
+
+    fleurs = datasets.Dataset.from_dict(
+        {
+            "id": [7, 7],
+            "path": ["test/1001.wav", "test/1002.wav"],
+            "audio": [{"bytes": b"x", "path": None}] * 2,
+            "transcription": ["dzień dobry"] * 2,
+            "language": ["Polish"] * 2,
+        }
+    ).cast_column("audio", datasets.Audio(decode=False))
+    datasets.DatasetDict({"test": fleurs}).save_to_disk(str(tmp_path / "fleurs"))
+    cfg = HFSourceConfig(splits={"test_ood": "test"}, name="pl_pl", language="pl")
+    candidates, _ = hf_candidates(str(tmp_path / "fleurs"), cfg, LANGUAGES)
+    assert _ids(candidates, "test_ood") == ["pl_pl-test_ood-1001", "pl_pl-test_ood-1002"]
+
+
+def test_prepare_data_reports_the_selection_in_its_summary(tmp_path, tiny_hf_dir):
+    from tests.pipeline.test_prepare import _config, _speech, _wav_bytes  # noqa: PLC0415
+
+    data = cv_stand_in(tmp_path / "cv", n_test=3, audio_bytes=_wav_bytes(_speech(1.0, 48_000), 48_000))
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [2, 1], "validation": [1]}})
+    source = _source(train=SplitSelection(rows=rows, top_by=BY_VOTES), dev=SplitSelection(rows=rows))
+    cfg = _config(tmp_path, tiny_hf_dir, source="hf", workers=1, hf_datasets=(replace(source, input=str(data)),))
+    summary = prepare_data(cfg)
+    assert (summary["read"], summary["kept"], summary["rejected"]) == (2 + 1 + 3, 6, 0)
+    counts = {v["split"]: (v["selected"], v["not_selected"]) for v in summary["selection"].values()}
+    assert counts == {"train": (2, 4), "dev": (1, 2), "test": (3, 0)}
+    assert [u.id for u in load_manifest(cfg.out_dir / "test.jsonl")] == [
+        f"pl-test-common_voice_pl_test{i}" for i in range(3)
+    ]
