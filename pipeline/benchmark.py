@@ -12,7 +12,11 @@ labelled as the deployment figure.
 Speed: RTFx = audio seconds / decode seconds, after one warm-up utterance,
 with faster-whisper's lazy segment generator consumed inside the timer. The
 transformers teacher and every CTranslate2 model are timed end to end;
-PyTorch students reuse the frozen encoder's outputs and so report no RTFx.
+PyTorch students decode from encoder outputs computed outside the timer and
+so report no RTFx. Those outputs are shared only among models whose encoder
+weights are identical (the untrained student and decoder-only students);
+a student with encoder experts gets its own, routed to each utterance's
+language, as exact routing decodes it.
 CTranslate2 models with the same encoder weights (a decoder-only student
 and its teacher) encode each utterance once: the others decode from the
 stored output and are charged the encoder seconds measured for it (rows
@@ -245,7 +249,7 @@ def _hf_runs(
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from pipeline.decode import EncoderStore, greedy_decode
+    from pipeline.decode import EncoderStore, encoder_identity, greedy_decode
     from pipeline.student import StudentSpec, build_student, load_student
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
@@ -255,26 +259,22 @@ def _hf_runs(
     base, _, layers = cfg.untrained.partition("@")
     keep = tuple(int(x) for x in layers.split(",")) if layers else None
 
-    def student(folder: str):
-        model, record = load_student(Path(folder))
-        keep_enc = tuple(record["keep_encoder_layers"]) if record["keep_encoder_layers"] is not None else None
-        return model, (record["base"], keep_enc)
-
     models: list[tuple[str, Callable]] = [
-        (
-            "teacher",
-            lambda: (WhisperForConditionalGeneration.from_pretrained(teacher_dir).eval(), (str(teacher_dir), None)),
-        )
+        ("teacher", lambda: WhisperForConditionalGeneration.from_pretrained(teacher_dir).eval())
     ][: int(cfg.hf_teacher)]
-    models.append(("student-untrained", lambda: (build_student(StudentSpec(Path(base), None, keep)), (base, None))))
-    models += [(f"student-{mode}", (lambda folder=folder: student(folder))) for mode, folder in cfg.students.items()]
+    models.append(("student-untrained", lambda: build_student(StudentSpec(Path(base), None, keep))))
+    models += [
+        (f"student-{mode}", (lambda folder=folder: load_student(Path(folder))[0]))
+        for mode, folder in cfg.students.items()
+    ]
     for name, make in models:
-        model, key = make()  # key: which encoder it has; students with the same frozen encoder share its outputs
+        model = make()
+        key = (encoder_identity(model),)  # models with the same encoder weights share its stored outputs
         end_to_end = name == "teacher"
         for dataset, utts in scoped(cfg, name, data).items():
             root = Path(cfg.datasets[dataset]).parent
-            # The teacher is timed end to end (encoder included); students whose frozen encoder is the
-            # teacher's reuse the encoder outputs it leaves in the shared store.
+            # The teacher is timed end to end (encoder included); students whose encoder is the teacher's
+            # reuse the encoder outputs it leaves in the shared store.
             store = EncoderStore(model, extractor, root, precompute=True, device=device, key=key, dtype=torch.float32)
             if end_to_end:
                 store.fill(utts[:1])

@@ -6,6 +6,7 @@ per utterance, so several decoders that share one encoder run it once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.clsr import clsr_layers
 from pipeline.manifest import Utterance
 from pipeline.progress import progress
 from pipeline.student import set_language
@@ -21,11 +23,39 @@ from pipeline.teacher import features_for, prompt_ids
 _SHARED_MEMOS: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
+def encoder_identity(model) -> str:
+    """sha256 of the encoder's weights (names, dtypes, values): models with the same one may share stored outputs.
+
+    The base checkpoint and kept layers do not name an encoder: encoder experts
+    (or fine-tuning) change what it outputs, and a student whose stored outputs
+    came from another encoder would be measured as that encoder's student.
+    """
+    digest = hashlib.sha256()
+    for name, value in sorted(model.get_encoder().state_dict().items()):
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def routes_encoder(model) -> bool:
+    """Whether ``model``'s encoder has CLSR layers, so that its outputs depend on the routing language."""
+    return any(not layer.decoder for layer in clsr_layers(model))
+
+
+def language_batches(utts: list[Utterance], batch_size: int, by_language: bool) -> list[list[Utterance]]:
+    """Batches of ``utts`` in order, or one language per batch when the encoder routes by language."""
+    groups = [[u for u in utts if u.language == lang] for lang in sorted({u.language for u in utts})]
+    return [g[i : i + batch_size] for g in (groups if by_language else [utts]) for i in range(0, len(g), batch_size)]
+
+
 class EncoderStore:
     """Log-mel features, or the frozen encoder's outputs, computed once per utterance.
 
-    Stores with the same key (base model, kept encoder layers, kind) share one
-    memo within a process, so training several modes encodes the audio once.
+    Stores with the same key share one memo within a process, so training
+    several modes encodes the audio once; the key must name the encoder when
+    outputs are stored (the benchmark passes :func:`encoder_identity`). An
+    encoder with CLSR layers is run with the routing language set to each
+    utterance's own, never ``None``: its outputs are per language.
     """
 
     def __init__(
@@ -39,14 +69,25 @@ class EncoderStore:
 
     def fill(self, utts: list[Utterance], batch_size: int = 8) -> None:
         todo = [u for u in utts if u.id not in self.memo]
-        for i in progress(range(0, len(todo), batch_size), desc="encoder inputs", unit="batch"):
-            chunk = todo[i : i + batch_size]
+        routed = self.precompute and routes_encoder(self.model)
+        for chunk in progress(language_batches(todo, batch_size, routed), desc="encoder inputs", unit="batch"):
             feats = features_for(self.extractor, chunk, self.root)
             if self.precompute:
-                with torch.no_grad():
-                    feats = self.model.get_encoder()(feats.to(self.device)).last_hidden_state.to(self.dtype).cpu()
+                feats = self._encode(feats, chunk[0].language if routed else None)
             for u, f in zip(chunk, feats):
                 self.memo[u.id] = f
+
+    def _encode(self, feats: torch.Tensor, language: str | None) -> torch.Tensor:
+        """Encoder outputs of ``feats``, routed to ``language`` if given (the model's language restored after)."""
+        state = getattr(self.model, "_clsr_state", None)
+        before = state.language if state is not None else None
+        if language is not None:
+            set_language(self.model, language)
+        try:
+            with torch.no_grad():
+                return self.model.get_encoder()(feats.to(self.device)).last_hidden_state.to(self.dtype).cpu()
+        finally:
+            set_language(self.model, before)
 
     def kwargs(self, utts: list[Utterance]) -> dict:
         stacked = torch.stack([self.memo[u.id] for u in utts]).to(self.device)

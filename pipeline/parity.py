@@ -65,9 +65,7 @@ def convert_with_ctranslate2(hf_dir: Path, out: Path, quantization: str) -> Path
     return out
 
 
-def greedy_transformers(
-    model, features: np.ndarray, prompts: list[list[int]], max_new_tokens: int
-) -> list[list[int]]:
+def greedy_transformers(model, features: np.ndarray, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """Greedy token ids after the prompt (at most ``max_new_tokens``), without end-of-text, from a transformers Whisper."""
     eot = model.generation_config.eos_token_id
     out: list[list[int]] = []

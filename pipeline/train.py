@@ -452,7 +452,9 @@ def _save_checkpoint(
         if best is not None:
             save_file(best, str(tmp / "best.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"config_sha256": _config_hash(cfg, inputs), **asdict(state)}, default=str))
+        (tmp / "state.json").write_text(
+            json.dumps({"config_sha256": _config_hash(cfg, inputs), **asdict(state)}, default=str)
+        )
 
 
 def _load_checkpoint(
@@ -509,7 +511,13 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
     # Dev decoding reads float32 encoder outputs, as the benchmark does, so that the best step and the export's
     # gate rates are chosen on the numbers the benchmark will see (the training store keeps float16 to save memory).
     dev_store = EncoderStore(
-        model, extractor, cfg.dev.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers), dtype=torch.float32
+        model,
+        extractor,
+        cfg.dev.parent,
+        precompute,
+        device,
+        key=(str(cfg.base), cfg.keep_encoder_layers),
+        dtype=torch.float32,
     )
     dev_store.fill(dev_utts)
     params = list(trainable_parameters(model).values())

@@ -16,7 +16,7 @@ from pipeline.parity import convert_with_ctranslate2
 from pipeline.progress import set_progress
 from pipeline.tiny import build_tiny_whisper, save_tiny_whisper
 
-__all__ = ["build_tiny_whisper", "write_tiny_manifest"]
+__all__ = ["build_tiny_whisper", "write_encoder_expert_student", "write_tiny_manifest"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -91,3 +91,30 @@ def write_tiny_manifest(folder: Path, name: str = "train.jsonl", seed: int = 0) 
 @pytest.fixture()
 def tiny_manifest(tmp_path) -> Path:
     return write_tiny_manifest(tmp_path / "prepared")
+
+
+def write_encoder_expert_student(base: Path, out: Path, languages: tuple[str, ...] = ("pl", "cs")) -> Path:
+    """A CLSR student folder of ``base`` with experts on both encoder layers (none on the decoder).
+
+    The experts are the shared FFN plus N(0, 0.5) noise, so each language's encoder
+    outputs clearly differ from the shared FFN's; the gates keep their initial
+    G = 0, which hard routing (G >= 0) sends to the expert on every token.
+    """
+    import torch
+
+    from pipeline.clsr import CLSRConfig, add_clsr, clsr_layers
+    from pipeline.student import StudentSpec, build_student, save_student
+
+    spec = StudentSpec(base)
+    model = build_student(spec)
+    clsr = CLSRConfig(languages, encoder_layers=(0, 1), gate_init="zero")
+    add_clsr(model, clsr)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in clsr_layers(model):
+            for expert in layer.experts.values():
+                for param in expert.parameters():
+                    param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    out.mkdir(parents=True)
+    save_student(out, model, "clsr", spec, languages, clsr, {})
+    return out

@@ -17,7 +17,7 @@ from pipeline.quantize import quantize
 from pipeline.report import ReportConfig, make_report
 from pipeline.student import load_student, set_language
 from pipeline.train import TrainConfig, train_student
-from tests.conftest import write_tiny_manifest
+from tests.conftest import write_encoder_expert_student, write_tiny_manifest
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,59 @@ def test_benchmark_and_report(trained, tiny_hf_dir, tmp_path):
         if r["model"] == "ct2:teacher" and r["compute_type"] == "float32" and r["group"] == "all"
     }
     assert summary and all(row["teacher"] == ct2_teacher[key] for key, row in summary.items())
+
+
+def test_benchmark_decodes_encoder_experts_per_language(tiny_hf_dir, tmp_path):
+    """A student with encoder experts is benchmarked with its own encoder, routed to each utterance's language,
+    not with the untrained model's stored outputs: its hypotheses are exact-routing decoding from the audio."""
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    from pipeline.decode import strip_prompt
+    from pipeline.manifest import load_manifest
+    from pipeline.teacher import features_for, prompt_ids
+
+    manifest = write_tiny_manifest(tmp_path / "data", "test.jsonl", seed=2)
+    folder = write_encoder_expert_student(tiny_hf_dir, tmp_path / "student")
+    cfg = BenchmarkConfig(
+        datasets={"test": str(manifest)},
+        out_dir=tmp_path / "bench",
+        teacher=str(tiny_hf_dir),
+        untrained=str(tiny_hf_dir),  # the same base and encoder layers: the key that used to share outputs
+        students={"enc": str(folder)},
+        ct2_dir=str(tmp_path / "no-ct2"),
+        hf_teacher=False,
+        max_new_tokens=6,
+        bootstrap=10,
+    )
+    run_benchmark(cfg)
+    benched: dict[str, dict[str, str]] = {}
+    for line in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines():
+        h = json.loads(line)
+        benched.setdefault(h["model"], {})[h["id"]] = h["hyp"]
+
+    model, _ = load_student(folder)
+    extractor, tokenizer = (
+        WhisperFeatureExtractor.from_pretrained(tiny_hf_dir),
+        WhisperTokenizer.from_pretrained(tiny_hf_dir),
+    )
+    utts = load_manifest(manifest)
+    exact = []
+    for u in utts:  # one utterance at a time, the encoder run inside generate with the language set
+        set_language(model, u.language)
+        prompt = prompt_ids(tokenizer, u.language)
+        with torch.no_grad():
+            out = model.generate(
+                input_features=features_for(extractor, [u], manifest.parent),
+                decoder_input_ids=torch.tensor([prompt]),
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=cfg.max_new_tokens,
+                return_timestamps=False,
+            )
+        exact.append(tokenizer.decode(strip_prompt(out[0].tolist(), prompt), skip_special_tokens=True))
+    # The experts change what the student says, so outputs of the expert-free encoder would be caught.
+    assert any(benched["student-untrained"][u.id] != h for u, h in zip(utts, exact) if u.language in ("pl", "cs"))
+    assert [benched["student-enc"][u.id] for u in utts] == exact
 
 
 def _check_shared_encodings(ct2: Path, manifest: Path, rows: list[dict], hyps: list[dict], hf_dir: Path) -> None:

@@ -255,7 +255,9 @@ def test_a_student_from_other_inputs_is_retrained(tiny_hf_dir, tiny_data, tmp_pa
     monkeypatch.setattr(train_mod, "train_student", lambda cfg, inputs: trained.append(cfg.mode) or real(cfg, inputs))
     train_mod.train_modes(stage)
     assert trained == []  # up to date
-    build_cache(CacheTeacherConfig(teacher=tiny_hf_dir, manifest=tiny_data["train"], out_dir=cache, top_k=4), force=True)
+    build_cache(
+        CacheTeacherConfig(teacher=tiny_hf_dir, manifest=tiny_data["train"], out_dir=cache, top_k=4), force=True
+    )
     train_mod.train_modes(stage)
     assert trained == ["distilwhisper"]
     record = json.loads((tmp_path / "students" / "distilwhisper" / "student.json").read_text())
