@@ -1,4 +1,4 @@
-"""torchrun support shared by cache_teacher and train_student: rank, world size, barrier, gradient mean."""
+"""torchrun support shared by cache_teacher and train_student: rank, world size, barrier, gradient sum."""
 
 from __future__ import annotations
 
@@ -26,14 +26,49 @@ def barrier(world: int) -> None:
         dist.barrier()
 
 
-def average_gradients(params: list[torch.Tensor], world: int) -> None:
-    """Mean of each parameter's gradient over ranks (a rank that did not touch it counts zero)."""
-    if world == 1:
+def sum_gradients(params: list[torch.Tensor], world: int, bucket_elements: int = 1 << 24) -> None:
+    """Sum each parameter's gradient over ranks, in place; a parameter that no rank touched keeps ``grad = None``.
+
+    AdamW skips a parameter whose gradient is None. A zero gradient instead
+    would let its momentum (and weight decay) move a language's experts on
+    steps where no batch of that language ran, which one process never does.
+    So the ranks first agree, in one collective on a presence mask, which
+    parameters any rank touched; only those are reduced, a rank without one
+    contributing zeros. Gradients travel in flat buckets of at most
+    ``bucket_elements`` (one collective each, bounded extra memory).
+
+    It is a sum, not a mean: the caller scales each batch's loss by the
+    number of batches in the whole step, so a short last step, where some
+    rank has fewer batches or none, weighs its batches as one process does.
+    """
+    if world == 1 or not params:
         return
     import torch.distributed as dist
 
-    for p in params:
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+    dist.all_reduce(present)
+    touched = [p for p, count in zip(params, present.tolist()) if count]
+    for p in touched:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
+    for bucket in _buckets(touched, bucket_elements):
+        flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+        dist.all_reduce(flat)
+        for p, part in zip(bucket, flat.split([p.numel() for p in bucket])):
+            p.grad.copy_(part.view_as(p.grad))
+
+
+def _buckets(params: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    """Consecutive runs of parameters with one gradient dtype and device, at most ``limit`` elements each
+    (a larger parameter travels alone). Every rank forms the same buckets because it sees the same list."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for p in params:
+        last = buckets[-1][-1] if buckets else None
+        same = last is not None and (last.grad.dtype, last.grad.device) == (p.grad.dtype, p.grad.device)
+        if not same or size + p.numel() > limit:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(p)
+        size += p.numel()
+    return buckets

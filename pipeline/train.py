@@ -5,12 +5,15 @@ Modes: ``distilwhisper`` (CLSR + KD: 0.25 (CE + L_g) + 0.5 JS), ``clsr``
 fc1/fc2; KD optional). One language per batch; AdamW with warm-up and
 linear decay; gradient accumulation; CUDA autocast when present.
 
-Exact resume: every random draw of step s comes from a generator seeded by
-(seed, s), the batch order of epoch e from (seed, e), and the learning rate
-is a function of the step; a checkpoint holds the trainable weights, the
-optimizer state and the step, so a resumed run repeats the uninterrupted
-one. Under torchrun each rank takes every world-th batch of a step and
-gradients are averaged across ranks.
+Exact resume: every random draw of batch j of step s comes from a generator
+seeded by (seed, s, j), the batch order of epoch e from (seed, e), and the
+learning rate is a function of the step; a checkpoint holds the trainable
+weights, the optimizer state and the step, so a resumed run repeats the
+uninterrupted one. Under torchrun a step holds grad_accum x world batches,
+each rank runs every world-th of them, and gradients are summed across
+ranks with each batch weighted 1 / (batches in the step): N ranks equal one
+process with grad_accum x N, draws included, and parameters that no batch
+of the step touched keep no gradient, so AdamW leaves them alone.
 
 When the encoder is frozen and has no CLSR layer, its outputs are computed
 once per utterance and reused every epoch (the embedded profile's main
@@ -33,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.clsr import GATE_INITS, CLSRConfig, add_clsr, gate_budget_loss
 from pipeline.decode import EncoderStore, greedy_decode
-from pipeline.distributed import average_gradients, rank_and_world
+from pipeline.distributed import rank_and_world, sum_gradients
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir, atomic_write_text, sha256_files
 from pipeline.losses import KD_LOSSES, cross_entropy
@@ -216,10 +219,11 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def optimizer_step(optimizer, params: list[torch.Tensor], max_grad_norm: float, world: int) -> float:
-    """Average the gradients over ranks, clip their global norm to ``max_grad_norm`` (0: no clipping), step.
+    """Sum the gradients over ranks (each batch's loss is already divided by the step's batch count), clip their
+    global norm to ``max_grad_norm`` (0: no clipping), step.
 
     Returns the global norm before clipping. Parameters without a gradient stay out of the norm and the step."""
-    average_gradients(params, world)
+    sum_gradients(params, world)
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
         norm = 0.0
@@ -236,6 +240,14 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     return cfg.lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def batch_seed(seed: int, step: int, index: int) -> int:
+    """Seed of the random draws (CLSR gate noise, skipped gates, dropout) of batch ``index`` of ``step``.
+
+    It depends on the batch's place in the step, not on the rank that runs it,
+    so N ranks and one process with grad_accum x N draw alike."""
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0])
 
 
 def epoch_batches(examples: list[Example], cfg: TrainConfig, epoch: int) -> list[list[int]]:
@@ -540,16 +552,19 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
     for step in bar:
         epoch, within = divmod(step, per_epoch)
         batches = epoch_batches(examples, cfg, epoch)
-        group = batches[within * cfg.grad_accum * world : (within + 1) * cfg.grad_accum * world][rank::world]
-        torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+        in_step = batches[within * cfg.grad_accum * world : (within + 1) * cfg.grad_accum * world]
+        group = in_step[rank::world]
         model.train()
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, total, cfg) * g["scale"]
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # untouched parameters keep grad None: AdamW skips them
         logged: dict[str, float] = {}
-        for b in group:
-            loss, parts = step_loss(model, [examples[i] for i in b], store, cfg, step, total, pad, device, autocast)
-            (loss / len(group)).backward()
+        for j in range(rank, len(in_step), world):
+            torch.manual_seed(batch_seed(cfg.seed, step, j))
+            loss, parts = step_loss(
+                model, [examples[i] for i in in_step[j]], store, cfg, step, total, pad, device, autocast
+            )
+            (loss / len(in_step)).backward()
             for k, v in parts.items():
                 logged[k] = logged.get(k, 0.0) + v / len(group)
         grad_norm = optimizer_step(optimizer, params, cfg.max_grad_norm, world)
@@ -641,7 +656,7 @@ def _write_plots(out: Path, log_path: Path) -> None:
     (out / "curves.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-__all__ = ["TrainConfig", "train_student", "build_model", "lr_at", "epoch_batches"]
+__all__ = ["TrainConfig", "train_student", "build_model", "lr_at", "epoch_batches", "batch_seed"]
 
 
 @dataclass(frozen=True)

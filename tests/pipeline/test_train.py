@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -98,12 +99,20 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
     assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
 
 
-def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
+def _torchrun(ranks: int, *args: str) -> None:
+    """Run ``args`` under torchrun with Gloo ranks on this machine; ``--standalone`` binds a free port itself."""
     import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(
         "train_student:\n  modes: [distilwhisper]\n"
@@ -112,28 +121,60 @@ def test_two_ranks_under_torchrun_train(tiny_hf_dir, tiny_data, tmp_path):
         f"    base: {tiny_hf_dir}\n    cache: {tiny_data['cache']}\n    train: {tiny_data['train']}\n    dev: {tiny_data['dev']}\n"
         "    clsr_decoder_layers: [0, 1]\n    epochs: 2\n    batch_size: 1\n    max_new_tokens: 4\n    device: cpu\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29544",
-        "-m",
-        "pipeline.cli",
-        "--no-progress",
-        "train-student",
-        "--params",
-        str(params),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _torchrun(2, "-m", "pipeline.cli", "--no-progress", "train-student", "--params", str(params))
     summary = json.loads((tmp_path / "ddp" / "distilwhisper" / "dev.json").read_text())
     # 5 single-utterance batches per epoch shared by 2 ranks: 3 optimizer steps per epoch
     assert summary["steps"] == 2 * 3
     assert (tmp_path / "ddp" / "distilwhisper" / "expert.pl.safetensors").is_file()
+
+
+def _step_languages(cfg: TrainConfig, steps: int, per_step: int) -> list[set[str]]:
+    """The languages of the batches of each step, worked out from the batch order alone."""
+    from types import SimpleNamespace
+
+    from pipeline.manifest import load_manifest
+
+    examples = [SimpleNamespace(utt=u) for u in load_manifest(cfg.train) if u.language in cfg.languages]
+    per_epoch = -(-len(train_mod.epoch_batches(examples, cfg, 0)) // per_step)
+    out = []
+    for step in range(steps):
+        epoch, within = divmod(step, per_epoch)
+        batches = train_mod.epoch_batches(examples, cfg, epoch)[within * per_step : (within + 1) * per_step]
+        out.append({examples[b[0]].utt.language for b in batches})
+    return out
+
+
+def test_two_ranks_equal_one_process_and_leave_idle_experts_alone(tiny_hf_dir, tiny_data, tmp_path):
+    from tests.pipeline.record_steps import train_recording
+
+    # Default draws (gate noise, skipped gates, dropout) and weight decay; 5 single-utterance batches per epoch,
+    # so each epoch ends with a one-batch step in which the second rank runs nothing.
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "one", batch_size=1, weight_decay=0.1, device="cpu")
+    one = replace(cfg, grad_accum=2)
+    train_recording(one, tmp_path / "one.pt")
+    two = replace(cfg, grad_accum=1, out_dir=tmp_path / "two")
+    (tmp_path / "two.json").write_text(json.dumps(dataclasses.asdict(two), default=str))
+    _torchrun(2, "-m", "tests.pipeline.record_steps", str(tmp_path / "two.json"), str(tmp_path / "two.pt"))
+    by_one, by_two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+
+    assert len(by_one) == len(by_two) == 2 * 3
+    for step, (a, b) in enumerate(zip(by_one, by_two)):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-7), (step, name)
+    for lang in ("pl", "cs"):
+        a = load_file(str(one.out_dir / f"expert.{lang}.safetensors"))
+        b = load_file(str(two.out_dir / f"expert.{lang}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a), lang
+
+    languages = _step_languages(cfg, len(by_two), per_step=2)
+    for lang in cfg.languages:  # after its first step a language has Adam momentum and weight decay, no batch
+        first = next(s for s, langs in enumerate(languages) if lang in langs)
+        idle = [s for s in range(first + 1, len(languages)) if lang not in languages[s]]
+        assert idle, f"seed {cfg.seed}: no step without {lang} after one with it ({languages}); pick another seed"
+        names = [n for n in by_two[0] if train_mod.language_of(n) == lang]
+        for step in idle:
+            assert all(torch.equal(by_two[step][n], by_two[step - 1][n]) for n in names), (lang, step, languages)
 
 
 def test_clsr_settings_reach_the_layers(tiny_hf_dir, tiny_data, tmp_path):
