@@ -1,14 +1,18 @@
-"""How the learning rates of experts and gates decide whether CLSR gates open in a short run.
+"""How the gates' start and learning rate decide whether CLSR gates open in a short run.
 
-    python bench/gate_lr.py [--params params.yaml] [--seeds 0 1] [--max-steps N] [--out JSON]
+    python bench/gate_lr.py [--params params.yaml] [--seeds 0 1 2] [--variants NAME ...] [--max-steps N] [--out JSON]
 
 Trains the distilwhisper student of params.yaml (train_student, the DAG's
 data and teacher cache, which must exist: run `dvc repro train_student`
-first) under three settings, everything else equal:
+first) under each setting of VARIANTS, everything else equal:
 
-* lr 1e-3, gates at the same rate (the embedded default before this bench);
-* lr 1e-4 (the paper's), gates at the same rate;
-* lr 1e-4, gates at 30x (the embedded default now: gate_lr_scale 30).
+* lr 1e-4 (the paper's), gates at the same rate, started as the official
+  runs started them (``gate_init: official``: W1, w2 ~ N(0, 0.02));
+* the same with the gates at 30x the lr (gate_lr_scale 30);
+* lr 1e-4, gates at 30x, started at exactly G = 0 (``gate_init: zero``:
+  w2 = 0; the official constructor's values, which post_init overwrote);
+* lr 1e-4, gates at the same rate, started at G = 0 (the set-up in which
+  the gates never left the threshold).
 
 For each run: the dev error rate of the chosen student (each language at its
 best dev step), each language's dev error rate and best step, and the share
@@ -37,9 +41,10 @@ from pipeline.config import load_section  # noqa: E402
 from pipeline.train import TrainStageConfig, train_student  # noqa: E402
 
 VARIANTS = {
-    "lr 1e-3, gates x1": {"lr": 1e-3, "gate_lr_scale": 1.0},
-    "lr 1e-4, gates x1": {"lr": 1e-4, "gate_lr_scale": 1.0},
-    "lr 1e-4, gates x30": {"lr": 1e-4, "gate_lr_scale": 30.0},
+    "official init, gates x1": {"lr": 1e-4, "gate_lr_scale": 1.0, "gate_init": "official"},
+    "official init, gates x30": {"lr": 1e-4, "gate_lr_scale": 30.0, "gate_init": "official"},
+    "zero init, gates x30": {"lr": 1e-4, "gate_lr_scale": 30.0, "gate_init": "zero"},
+    "zero init, gates x1": {"lr": 1e-4, "gate_lr_scale": 1.0, "gate_init": "zero"},
 }
 
 
@@ -60,10 +65,21 @@ def summarize(summary: dict, seconds: float) -> dict:
     }
 
 
+def seed_mean(runs: list[dict], langs: list[str]) -> dict:
+    """The mean over seeds of the chosen dev error rate, each language's, and each language's open layers."""
+    n = len(runs)
+    return {
+        "dev_error_rate_best": round(sum(r["dev_error_rate_best"] for r in runs) / n, 4),
+        "dev_error_rate": {lang: round(sum(r["dev_error_rate"][lang] for r in runs) / n, 4) for lang in langs},
+        "open_layers": {lang: round(sum(r["open_layers"][lang] for r in runs) / n, 2) for lang in langs},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--max-steps", type=int, default=0, help="0: the params' epochs decide")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gate-lr"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/gate_lr.json"))
@@ -75,7 +91,8 @@ def main() -> None:
         sys.exit(f"gate_lr: no teacher cache in {base.cache}; run `dvc repro train_student` first")
     report: dict = {"languages": list(base.languages), "variants": {}}
     rows = []
-    for name, change in VARIANTS.items():
+    for name in args.variants:
+        change = VARIANTS[name]
         runs = {}
         for seed in args.seeds:
             cfg = replace(
@@ -102,6 +119,12 @@ def main() -> None:
         per = " | ".join(f"{100 * r['dev_error_rate'][lang]:.1f}" for lang in langs)
         opened = ", ".join(f"{lang} {r['open_layers'][lang]:.0%}" for lang in langs)
         print(f"| {name} | {seed} | {100 * r['dev_error_rate_best']:.1f} | {per} | {opened} |")
+    for name in args.variants:
+        runs = list(report["variants"][name]["runs"].values())
+        report["variants"][name]["mean"] = mean = seed_mean(runs, langs)
+        per = " | ".join(f"{100 * mean['dev_error_rate'][lang]:.1f}" for lang in langs)
+        opened = ", ".join(f"{lang} {mean['open_layers'][lang]:.0%}" for lang in langs)
+        print(f"| {name} | mean | {100 * mean['dev_error_rate_best']:.1f} | {per} | {opened} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -113,3 +113,26 @@ def test_pushed_cache_is_reused_by_a_second_clone(reference, tmp_path):
         or "cache_teacher" not in (clone / "logs/stage_times.jsonl").read_text()
     )
     assert (clone / CACHE / "cache.json").is_file()
+
+
+def test_students_are_retrained_when_the_cache_changes(reference, tmp_path):
+    """Another cache_teacher.top_k rebuilds the cache at the same path: DVC reruns train_student, and the distilling
+    student must be trained again from the new cache, not kept because its settings (paths) still match."""
+    import shutil
+
+    work = tmp_path / "topk"
+    shutil.copytree(reference, work, symlinks=True)
+    params = work / "params.yaml"
+    text = params.read_text()
+    assert "  top_k: 8\n" in text
+    params.write_text(text.replace("  top_k: 8\n", "  top_k: 5\n"))
+    out = run(["dvc", "repro", "train_student"], work)
+    assert "Running stage 'train_student'" in out, out[-2000:]
+    record = json.loads((work / STUDENTS / "distilwhisper" / "student.json").read_text())
+    before = json.loads((reference / STUDENTS / "distilwhisper" / "student.json").read_text())
+    assert record["inputs"]["cache_sha256"] != before["inputs"]["cache_sha256"]
+    assert json.loads((work / CACHE / "cache.json").read_text())["identity"]["top_k"] == 5
+    log = {w: (w / STUDENTS / "distilwhisper" / "train_log.jsonl").read_text() for w in (work, reference)}
+    assert log[work] != log[reference]  # its KD terms come from the new top-5 targets
+    for name in ("student.json", "train_log.jsonl", "expert.pl.safetensors"):  # reads no cache: up to date
+        assert (work / STUDENTS / "clsr" / name).read_bytes() == (reference / STUDENTS / "clsr" / name).read_bytes()
