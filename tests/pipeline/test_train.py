@@ -305,3 +305,17 @@ def test_a_student_from_other_inputs_is_retrained(tiny_hf_dir, tiny_data, tmp_pa
     from pipeline.cache_reader import cache_fingerprint
 
     assert record["inputs"]["cache_sha256"] == cache_fingerprint(cache)
+
+
+def test_dev_decoding_reads_float32_encoder_outputs(tiny_hf_dir, tiny_data, tmp_path, monkeypatch):
+    """The benchmark decodes from float32 encoder outputs; the dev decoding that picks the best step and the
+    export's gate rates must see the same numbers (the training store keeps float16)."""
+    seen, real = [], train_mod.dev_wer
+
+    def recording(model, utts, store, tokenizer, cfg):
+        seen.append({store.memo[u.id].dtype for u in utts})
+        return real(model, utts, store, tokenizer, cfg)
+
+    monkeypatch.setattr(train_mod, "dev_wer", recording)
+    train_student(_config(tiny_hf_dir, tiny_data, tmp_path / "f32", max_steps=1))
+    assert seen and all(dtypes == {torch.float32} for dtypes in seen)
