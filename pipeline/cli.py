@@ -26,6 +26,9 @@ from pipeline.stage import configure_logging
 
 F = TypeVar("F", bound=Callable)
 log = logging.getLogger("dw_pipe")
+# Click's plain help, not Rich's: Rich cuts long option names to fit its table
+# ("--allow-outside-pat…"), worst in a pipe or a narrow terminal.
+PLAIN_HELP = None
 
 app = typer.Typer(
     name="dw-pipe",
@@ -33,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=PLAIN_HELP,
 )
 
 
@@ -147,7 +151,7 @@ def cache_teacher_cmd(
         )
 
 
-cache_app = typer.Typer(help="Inspect and check teacher caches.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect and check teacher caches.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP)
 app.add_typer(cache_app, name="cache")
 
 

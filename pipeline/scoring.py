@@ -1,6 +1,7 @@
 """WER / CER scoring as DESIGN.md says: Whisper's normalizers, corpus-level rates.
 
-English uses Whisper's ``EnglishTextNormalizer``, other languages the
+English uses Whisper's ``EnglishTextNormalizer`` with Whisper's British-to-American
+spelling map (``resources/whisper_english_spelling.json``), other languages the
 ``BasicTextNormalizer`` (diacritics kept); zh, ja, ko, th, yue, lo and my
 are scored on characters (spaces removed). Rates are corpus-level: the sum
 of errors over the sum of reference units, never a mean of per-utterance
@@ -10,17 +11,22 @@ rates. Hits, substitutions, deletions and insertions are kept, so loops
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import jiwer
 
 CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "lo", "my"})
+SPELLING_MAP = Path(__file__).with_name("resources") / "whisper_english_spelling.json"
 
 
 def _normalizers():
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
-    return EnglishTextNormalizer({}), BasicTextNormalizer(remove_diacritics=False)
+    # An empty map would score "colour" against "color" as an error; Whisper's own scoring maps both.
+    spelling = json.loads(SPELLING_MAP.read_text(encoding="utf-8"))
+    return EnglishTextNormalizer(spelling), BasicTextNormalizer(remove_diacritics=False)
 
 
 _ENGLISH, _BASIC = None, None

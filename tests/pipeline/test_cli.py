@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 COMMANDS = [name for name in (c.name for c in app.registered_commands)]
 
@@ -17,6 +25,27 @@ def test_every_registered_command_has_help():
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("columns", [None, "60"])
+def test_help_in_a_pipe_shows_whole_option_names(columns):
+    command = typer.main.get_command(app).commands["prepare-data"]
+    names = [name for p in command.params for name in (*p.opts, *p.secondary_opts)]
+    assert "--allow-outside-paths" in names and "--no-allow-outside-paths" in names
+    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "TERMINAL_WIDTH", "FORCE_COLOR"}}
+    env["PYTHONPATH"] = str(ROOT)
+    if columns:
+        env["COLUMNS"] = columns
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "prepare-data", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,  # stdout is a pipe, as in `dw-pipe ... --help | cat`
+        text=True,
+        check=True,
+    ).stdout
+    for name in names:
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", out), f"{name} not whole in:\n{out}"
 
 
 def test_import_ct2_writes_checkpoint(tiny_ct2, tmp_path):
