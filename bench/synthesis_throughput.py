@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_section  # noqa: E402
 from pipeline.manifest import Checker  # noqa: E402
 from pipeline.prepare import PrepareDataConfig, process, synthetic_candidates  # noqa: E402
+from pipeline.scoring import normalize  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            kept, rejected = process(candidates, Checker(languages, tokenizer), Path(tmp), workers)
+            kept, rejected = process(candidates, Checker(languages, tokenizer, normalize), Path(tmp), workers)
             wall = time.perf_counter() - start
         audio = sum(u.duration for u in kept)
         rows.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,18 +56,26 @@ class Checker:
 
     languages: frozenset[str]
     tokenizer: Any  # a transformers Whisper tokenizer
+    normalize: Callable[[str, str], str]  # (text, language) -> what scoring compares (scoring.normalize)
     seen_ids: set[str] = field(default_factory=set)
 
-    def text_problem(self, text: object) -> str | None:
+    def text_problem(self, text: object, language: str) -> str | None:
         if not isinstance(text, str) or not text.strip():
             return "empty or whitespace-only text"
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             return "text is not valid UTF-8"
-        n_tokens = len(self.tokenizer(text, add_special_tokens=False).input_ids)
-        if n_tokens + PROMPT_TOKENS + 1 > MAX_DECODER_TOKENS:
-            return f"text too long for the decoder: {n_tokens} tokens + prompt + end token > {MAX_DECODER_TOKENS}"
+        if not self.normalize(text, language).split():  # a WER over zero reference words is undefined
+            return f"no words to score: {text.strip()[:60]!r} normalises to nothing (punctuation or symbols only)"
+        # The decoder reads prompt + labels[:-1] (teacher.decoder_inputs): the prompt and the n text
+        # tokens; the end token is predicted at the last of them, never read.
+        n_tokens = len(self.tokenizer(text.strip(), add_special_tokens=False).input_ids)
+        if PROMPT_TOKENS + n_tokens > MAX_DECODER_TOKENS:
+            return (
+                f"text too long for the decoder: {n_tokens} tokens + {PROMPT_TOKENS} prompt tokens = "
+                f"{PROMPT_TOKENS + n_tokens} positions > {MAX_DECODER_TOKENS}; split the utterance or drop it"
+            )
         return None
 
     def record_problem(self, uid: object, text: object, language: object, split: object) -> str | None:
@@ -79,7 +87,7 @@ class Checker:
             return f"language unknown to Whisper: {language!r}"
         if split not in SPLITS:
             return f"unknown split: {split!r} (use one of {', '.join(SPLITS)})"
-        problem = self.text_problem(text)
+        problem = self.text_problem(text, language)
         if problem is None:
             self.seen_ids.add(uid)
         return problem
@@ -116,7 +124,26 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
             if not isinstance(record, dict):
                 yield number, None, "line is not a JSON object"
                 continue
+            bad = _lone_surrogate_field(record)
+            if bad is not None:
+                yield number, None, f"line is not valid UTF-8: field {bad} holds an escaped lone surrogate"
+                continue
             yield number, record, None
+
+
+def _lone_surrogate_field(record: dict) -> str | None:
+    """The first field (as ``ascii()``) whose key or value cannot be written as UTF-8, or None.
+
+    Valid UTF-8 bytes can still spell an invalid string: JSON's ``\\udc80``
+    escape (what a tool writes for an undecodable file name) decodes to a lone
+    surrogate, which no UTF-8 output can hold.
+    """
+    for key, value in record.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return ascii(key)
+    return None
 
 
 def load_manifest(path: Path) -> list[Utterance]:

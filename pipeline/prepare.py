@@ -11,7 +11,6 @@ only when complete.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -22,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio import SAMPLE_RATE, Voice, read_wav, resample, synthesize, to_float_mono, write_wav
+from pipeline.audio import SAMPLE_RATE, AudioError, Voice, load_audio, resample, synthesize, to_float_mono, write_wav
 from pipeline.corpus_synthetic import SyntheticConfig, check_split_voices, plan_corpus
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_dir
 from pipeline.manifest import SPLITS, Checker, Rejection, Utterance, audio_problem, summarize, write_jsonl
 from pipeline.progress import progress
+from pipeline.scoring import normalize
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,7 @@ def _audio_samples(ref: object) -> np.ndarray:
     if isinstance(ref, tuple):
         samples, rate = ref
         return resample(to_float_mono(np.asarray(samples)), int(rate))
-    if isinstance(ref, Path) and ref.suffix.lower() == ".wav":
-        return read_wav(ref)
-    from faster_whisper.audio import decode_audio  # PyAV: mp3, flac, ogg, ...
-
-    return decode_audio(io.BytesIO(ref) if isinstance(ref, bytes) else str(ref), sampling_rate=SAMPLE_RATE)
+    return load_audio(ref)
 
 
 def _produce(job: tuple[int, object, Path]) -> tuple[int, float | None, str | None]:
@@ -113,6 +109,8 @@ def _produce(job: tuple[int, object, Path]) -> tuple[int, float | None, str | No
         samples = _audio_samples(ref)
     except DwPipeError:
         raise
+    except AudioError as exc:
+        return index, None, str(exc)
     except Exception as exc:  # any decoder failure is a property of this item
         return (
             index,
@@ -279,7 +277,7 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
         raise DwPipeError(f"unknown source {cfg.source!r}: use synthetic, hf or local")
     log.info("prepare_data: %d candidate utterances from %s", len(candidates), cfg.source)
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        kept, rejected = process(candidates, Checker(languages, tokenizer), tmp, cfg.workers)
+        kept, rejected = process(candidates, Checker(languages, tokenizer, normalize), tmp, cfg.workers)
         if not kept:
             raise DwPipeError(
                 f"no valid utterance among {len(candidates)} from {cfg.source}; see the reasons logged above"

@@ -1,4 +1,4 @@
-"""corpus_hf: per-split selection (row lists, top by votes) and per-recording ids, on the hub's CV layout."""
+"""corpus_hf: per-split selection (row lists, top by votes) and per-recording ids, on the hub's CV and FLEURS layouts."""
 
 from __future__ import annotations
 
@@ -134,23 +134,51 @@ def test_select_must_name_a_mapped_split_and_say_how(tmp_path):
         hf_candidates(str(data), _source(train=SplitSelection(top_by=("-likes",), n=1)), LANGUAGES)
 
 
-def test_fleurs_recordings_of_one_sentence_keep_their_own_ids(tmp_path):
-    """FLEURS' id numbers the sentence; two speakers reading it are two utterances."""
+def fleurs_split(sentence_ids: list[int], audio_bytes: bytes) -> object:
+    """A split with exactly the columns of google/fleurs on the hub; ``id`` numbers the sentence."""
     import datasets
 
-    fleurs = datasets.Dataset.from_dict(
-        {
-            "id": [7, 7],
-            "path": ["test/1001.wav", "test/1002.wav"],
-            "audio": [{"bytes": b"x", "path": None}] * 2,
-            "transcription": ["dzień dobry"] * 2,
-            "language": ["Polish"] * 2,
-        }
-    ).cast_column("audio", datasets.Audio(decode=False))
-    datasets.DatasetDict({"test": fleurs}).save_to_disk(str(tmp_path / "fleurs"))
-    cfg = HFSourceConfig(splits={"test_ood": "test"}, name="pl_pl", language="pl")
-    candidates, _ = hf_candidates(str(tmp_path / "fleurs"), cfg, LANGUAGES)
-    assert _ids(candidates, "test_ood") == ["pl_pl-test_ood-1001", "pl_pl-test_ood-1002"]
+    n = len(sentence_ids)
+    files = [f"/cache/extracted/abc123/test/{1000 + i}.wav" for i in range(n)]
+    return (
+        datasets.Dataset.from_dict(
+            {
+                "id": sentence_ids,
+                "num_samples": [16_000] * n,
+                "path": files,
+                "audio": [{"bytes": audio_bytes, "path": Path(f).name} for f in files],
+                "transcription": [f"zdanie numer {i}" for i in sentence_ids],
+                "raw_transcription": [f"Zdanie numer {i}." for i in sentence_ids],
+                "gender": [i % 2 for i in range(n)],
+                "lang_id": [63] * n,
+                "language": ["Polish"] * n,
+                "lang_group_id": [0] * n,
+            }
+        )
+        .cast_column("audio", datasets.Audio(decode=False))
+        .cast_column("gender", datasets.ClassLabel(names=["male", "female", "other"]))
+    )
+
+
+def test_fleurs_recordings_of_one_sentence_are_all_kept_with_their_own_ids(tmp_path, tiny_hf_dir):
+    """FLEURS' id numbers the sentence, which several speakers read: each recording is its own utterance."""
+    import datasets
+
+    from tests.pipeline.test_prepare import _config, _speech, _wav_bytes  # noqa: PLC0415
+
+    split = fleurs_split([7, 7, 8, 7], _wav_bytes(_speech(1.0), 16_000))
+    datasets.DatasetDict({"test": split}).save_to_disk(str(tmp_path / "fleurs"))
+    source = HFSourceConfig(splits={"test_ood": "test"}, name="pl_pl", input=str(tmp_path / "fleurs"))
+    cfg = _config(tmp_path, tiny_hf_dir, source="hf", workers=1, hf_datasets=(source,))
+    summary = prepare_data(cfg)
+    assert (summary["read"], summary["kept"], summary["rejected"]) == (4, 4, 0)
+    kept = load_manifest(cfg.out_dir / "test_ood.jsonl")
+    assert [(u.id, u.text, u.gender) for u in kept] == [
+        ("pl_pl-test_ood-1000", "zdanie numer 7", "male"),
+        ("pl_pl-test_ood-1001", "zdanie numer 7", "female"),
+        ("pl_pl-test_ood-1002", "zdanie numer 8", "male"),
+        ("pl_pl-test_ood-1003", "zdanie numer 7", "female"),
+    ]
 
 
 def test_prepare_data_reports_the_selection_in_its_summary(tmp_path, tiny_hf_dir):

@@ -204,6 +204,111 @@ def test_nothing_valid_stops_the_stage_and_writes_nothing(tmp_path, tiny_hf_dir)
     assert not cfg.out_dir.exists()
 
 
+def _inputs_real_corpora_hold(root: Path) -> tuple[Path, set[str], dict[str, str], dict[int, str]]:
+    """A manifest of audio formats and texts met in real corpora: (manifest, kept ids, reason by id, by line)."""
+    from tests.pipeline.test_audio import encoded, wav_bytes  # noqa: PLC0415
+
+    tone = np.round(8000 * _speech(1.0) / np.abs(_speech(1.0)).max()).astype(np.int16)
+    files = {
+        "u8.wav": wav_bytes(np.tile(np.array([128, 255, 0, 64], dtype=np.uint8), 4000)),
+        "u8silent.wav": wav_bytes(np.full(16_000, 128, dtype=np.uint8)),
+        "s24.wav": wav_bytes(tone.astype(np.int32) << 8, bits=24),
+        "float.wav": wav_bytes(_speech(1.0)),
+        "stereo.wav": wav_bytes(np.stack([tone, tone // 2], 1)),
+        "opposite.wav": wav_bytes(np.stack([tone, -tone], 1)),
+        "speech.flac": encoded(tone, "flac", "flac", "s16"),
+        "speech.mp3": encoded(_speech(1.0), "mp3", "libmp3lame", "fltp"),
+        "nan.wav": wav_bytes(np.where(np.arange(16_000) == 500, np.nan, _speech(1.0)).astype(np.float32)),
+        "inf.wav": wav_bytes(np.where(np.arange(16_000) == 500, np.inf, _speech(1.0)).astype(np.float32)),
+        "nosamples.wav": wav_bytes(np.zeros(0, dtype=np.int16)),
+    }
+    data = root / "corpus"
+    data.mkdir(parents=True)
+    for name, payload in files.items():
+        (data / name).write_bytes(payload)
+
+    def row(uid: str, audio: str = "float.wav", text: str = "dobry wieczór") -> bytes:
+        return json.dumps({"id": uid, "audio": audio, "text": text, "language": "pl", "split": "train"}).encode()
+
+    kept = {"u8", "s24", "float", "stereo", "flac", "mp3"}
+    by_id = {
+        "u8silent": "silent audio",
+        "opposite": "silent audio: its 2 channels cancel out when averaged to mono (opposite phase",
+        "nan": "corrupt audio: NaN or infinite samples",
+        "inf": "corrupt audio: NaN or infinite samples",
+        "nosamples": "empty audio",
+        "dots": "no words to score: '...' normalises to nothing",
+        "marks": "no words to score: '?!' normalises to nothing",
+    }
+    audio_of = {"flac": "speech.flac", "mp3": "speech.mp3"}
+    lines = [row(uid, audio_of.get(uid, f"{uid}.wav")) for uid in sorted(kept) + list(by_id)[:5]]
+    lines += [row("dots", text="..."), row("marks", text="?!")]
+    by_line = {
+        len(lines) + 1: "line is not valid UTF-8",  # the id's bytes: Latin-1 "é" in a UTF-8 file
+        len(lines) + 2: "line is not valid UTF-8: field 'id' holds an escaped lone surrogate",
+    }
+    # json.dumps writes a lone surrogate as the ASCII escape \\udc80, which json.loads turns back into one
+    lines += [row("cafe").replace(b"cafe", b"caf\xe9"), row("\udc80x")]
+    manifest = data / "manifest.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    return manifest, kept, by_id, by_line
+
+
+def test_inputs_real_corpora_hold_are_kept_or_rejected_with_their_reason(tmp_path, tiny_hf_dir):
+    manifest, kept, by_id, by_line = _inputs_real_corpora_hold(tmp_path)
+    cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest), workers=1)
+    summary = prepare_data(cfg)
+    assert summary["read"] == len(kept) + len(by_id) + len(by_line) == summary["kept"] + summary["rejected"]
+    train = {u.id: u for u in load_manifest(cfg.out_dir / "train.jsonl")}
+    assert set(train) == kept
+    rejects = [json.loads(line) for line in (cfg.out_dir / "rejects.jsonl").read_text().splitlines()]
+    reasons = {r["id"]: r["reason"] for r in rejects if "id" in r}
+    assert set(reasons) == set(by_id)
+    for uid, reason in by_id.items():
+        assert reasons[uid].startswith(reason), (uid, reasons[uid])
+    assert {r["line"]: r["reason"] for r in rejects if "id" not in r} == by_line
+    # 8-bit [128, 255, 0, 64] read (x - 128) / 128, then written as int16 (x * 32767, rounded)
+    rate, written = wavfile.read(cfg.out_dir / train["u8"].audio)
+    assert rate == 16_000 and written[:4].tolist() == [0, round(127 / 128 * 32767), -32767, round(-0.5 * 32767)]
+
+
+def test_a_transcript_fits_the_decoder_up_to_444_tokens(tmp_path, tiny_hf_dir):
+    """Whisper's decoder has 448 positions. Teacher forcing feeds prompt + labels[:-1]: the 4 prompt
+    tokens and the n text tokens (the end token is predicted at the last of them, never fed), so
+    n text tokens take 4 + n positions: 443 -> 447 and 444 -> 448 fit, 445 -> 449 does not."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperTokenizer
+
+    from pipeline.teacher import decoder_inputs, encode
+
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    texts = {n: "a" + " a" * (n - 1) for n in (443, 444, 445)}
+    assert {n: len(tokenizer(t, add_special_tokens=False).input_ids) for n, t in texts.items()} == {n: n for n in texts}
+    (tmp_path / "a.wav").write_bytes(_wav_bytes(_speech(1.0), 16_000))
+    rows = [{"id": f"t{n}", "audio": "a.wav", "text": t, "language": "pl", "split": "train"} for n, t in texts.items()]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest), workers=1)
+    prepare_data(cfg)
+    kept = load_manifest(cfg.out_dir / "train.jsonl")
+    assert [u.id for u in kept] == ["t443", "t444"]
+    reject = json.loads((cfg.out_dir / "rejects.jsonl").read_text())
+    assert reject["id"] == "t445"
+    assert reject["reason"] == (
+        "text too long for the decoder: 445 tokens + 4 prompt tokens = 449 positions > 448; "
+        "split the utterance or drop it"
+    )
+    # The real model class agrees: the longest kept transcript fills all 448 positions; one more does not fit.
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
+    features = torch.zeros(1, model.config.num_mel_bins, 3000)
+    ids, _ = decoder_inputs(encode(kept[1:], tokenizer), tokenizer.pad_token_id)
+    assert ids.shape == (1, 448)
+    with torch.inference_mode():
+        assert model(input_features=features, decoder_input_ids=ids).logits.shape[1] == 448
+        with pytest.raises(IndexError):
+            model(input_features=features, decoder_input_ids=torch.cat([ids, ids[:, -1:]], 1))
+
+
 def _wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     buffer = io.BytesIO()
     wavfile.write(buffer, rate, (samples * 32767).astype(np.int16))
