@@ -23,6 +23,10 @@ stored output and are charged the encoder seconds measured for it (rows
 count these utterances in ``encoder_reused``).
 Memory: the peak resident set size sampled while a model decodes (process
 wide: it includes the shared log-mel features and encoder outputs).
+Interruption: each finished model is kept (:mod:`pipeline.bench_runs`), so a
+rerun decodes only the models a kill or Ctrl-C left unfinished; its timings
+are those measured when it ran, and a model that now encodes for itself what
+it would have shared is charged its own encoder time.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from pipeline.bench_runs import PartialRuns, Run, shared_inputs
 from pipeline.manifest import Utterance, load_manifest
 from pipeline.scoring import Counts, count_errors, metric_for, normalize
 
@@ -95,22 +100,6 @@ class PeakRSS:
     @property
     def peak_mb(self) -> float:
         return round(self.peak / 1e6, 1)
-
-
-@dataclass
-class Run:
-    """One model's hypotheses on one set of utterances, with its cost."""
-
-    model: str
-    compute_type: str
-    effective_compute_type: str
-    utts: list[Utterance]
-    hyps: list[str]
-    decode_seconds: float | None
-    peak_rss_mb: float
-    model_size_mb: float
-    reference: str | None = None  # "model|compute_type" of the run this one is compared with
-    reused_ids: frozenset[str] = frozenset()  # decoded from another model's identical encoder outputs (time charged)
 
 
 def bootstrap_ci(
@@ -243,7 +232,7 @@ def write_outputs(out: Path, rows: list[dict], hyps: list[dict], extra: dict) ->
 
 
 def _hf_runs(
-    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer
+    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, partial: PartialRuns
 ) -> dict[tuple[str, str], dict[str, Run]]:
     """transformers teacher (timed end to end), untrained student, and the PyTorch students (exact routing)."""
     import torch
@@ -259,15 +248,20 @@ def _hf_runs(
     base, _, layers = cfg.untrained.partition("@")
     keep = tuple(int(x) for x in layers.split(",")) if layers else None
 
-    models: list[tuple[str, Callable]] = [
-        ("teacher", lambda: WhisperForConditionalGeneration.from_pretrained(teacher_dir).eval())
+    # (name, how to build it, the folders it is made from, its spec beyond them)
+    models: list[tuple[str, Callable, Path, str]] = [
+        ("teacher", lambda: WhisperForConditionalGeneration.from_pretrained(teacher_dir).eval(), teacher_dir, "")
     ][: int(cfg.hf_teacher)]
-    models.append(("student-untrained", lambda: build_student(StudentSpec(Path(base), None, keep))))
+    models.append(("student-untrained", lambda: build_student(StudentSpec(Path(base), None, keep)), Path(base), layers))
     models += [
-        (f"student-{mode}", (lambda folder=folder: load_student(Path(folder))[0]))
+        (f"student-{mode}", (lambda folder=folder: load_student(Path(folder))[0]), Path(folder), "")
         for mode, folder in cfg.students.items()
     ]
-    for name, make in models:
+    for name, make, source, spec in models:
+        made_from, kept = partial.lookup((name, "float32"), [source], scoped(cfg, name, data), spec=spec)
+        if kept:
+            runs[(name, "float32")] = kept
+            continue
         model = make()
         key = (encoder_identity(model),)  # models with the same encoder weights share its stored outputs
         end_to_end = name == "teacher"
@@ -300,6 +294,7 @@ def _hf_runs(
                 round(size, 1),
                 reference=None if name == "student-untrained" else "student-untrained|float32",
             )
+        partial.save((name, "float32"), made_from, runs.get((name, "float32"), {}))
         del model
     return runs
 
@@ -340,7 +335,9 @@ class SharedEncodings:
         return np.stack([self.outputs[u.id] for u in chunk]), charged, [u.id for u in reused]
 
 
-def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[str, str], dict[str, Run]]:
+def _ct2_runs(
+    cfg: BenchmarkConfig, data, extractor, tokenizer, partial: PartialRuns
+) -> dict[tuple[str, str], dict[str, Run]]:
     """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features.
 
     Models whose encoders are identical (same fingerprint and compute type:
@@ -375,6 +372,12 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
         export = Path(info["source"]) / "export.json"
         language = json.loads(export.read_text())["language"] if export.is_file() else None
         name = folder.name[: -len(info["requested_compute_type"]) - 1]
+        run_key = (f"ct2:{name}", info["requested_compute_type"])
+        export_record = export.read_text() if export.is_file() else ""
+        made_from, kept = partial.lookup(run_key, [folder], scoped(cfg, run_key[0], data), export=export_record)
+        if kept:
+            runs[run_key] = kept
+            continue
         model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=info["effective_compute_type"])
         for dataset, all_utts in scoped(cfg, f"ct2:{name}", data).items():
             utts = [u for u in all_utts if language is None or u.language == language]
@@ -410,11 +413,12 @@ def _ct2_runs(cfg: BenchmarkConfig, data, extractor, tokenizer) -> dict[tuple[st
                 reference=None if info["requested_compute_type"] == ref_type else f"ct2:{name}|{ref_type}",
                 reused_ids=frozenset(charged["reused"]),
             )
+        partial.save(run_key, made_from, runs.get(run_key, {}))
         del model
     return runs
 
 
-def _faster_whisper_runs(cfg: BenchmarkConfig, data) -> dict[tuple[str, str], dict[str, Run]]:
+def _faster_whisper_runs(cfg: BenchmarkConfig, data, partial: PartialRuns) -> dict[tuple[str, str], dict[str, Run]]:
     """faster-whisper end to end (its own features): what a deployment gets."""
     from faster_whisper import WhisperModel
 
@@ -426,6 +430,11 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data) -> dict[tuple[str, str], di
     for name in cfg.faster_whisper:
         folder = Path(cfg.ct2_dir) / name
         info = json.loads((folder / "quantize.json").read_text())
+        run_key = (f"faster-whisper:{name}", info["requested_compute_type"])
+        made_from, kept = partial.lookup(run_key, [folder], scoped(cfg, run_key[0], data))
+        if kept:
+            runs[run_key] = kept
+            continue
         model = WhisperModel(str(folder), device="cpu", compute_type=info["effective_compute_type"])
         for dataset, utts in scoped(cfg, f"faster-whisper:{name}", data).items():
             root = Path(cfg.datasets[dataset]).parent
@@ -446,6 +455,7 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data) -> dict[tuple[str, str], di
                 peak,
                 info["model_size_mb"],
             )
+        partial.save(run_key, made_from, runs.get(run_key, {}))
         del model
     return runs
 
@@ -456,9 +466,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     data = load_datasets(cfg)
-    runs = _hf_runs(cfg, data, extractor, tokenizer)
-    runs |= _ct2_runs(cfg, data, extractor, tokenizer)
-    runs |= _faster_whisper_runs(cfg, data)
+    settings = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
+    partial = PartialRuns(Path(cfg.out_dir), shared_inputs(cfg.datasets, data, Path(cfg.teacher), settings))
+    runs = _hf_runs(cfg, data, extractor, tokenizer, partial)
+    runs |= _ct2_runs(cfg, data, extractor, tokenizer, partial)
+    runs |= _faster_whisper_runs(cfg, data, partial)
     rows, hyps = [], []
     for per_dataset in runs.values():
         for dataset, run in per_dataset.items():
@@ -474,4 +486,5 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "target_languages": list(cfg.target_languages),
     }
     write_outputs(cfg.out_dir, rows, hyps, extra)
+    partial.clear()
     return {"rows": len(rows), "runs": len(runs)}

@@ -12,11 +12,14 @@ finished shards and recomputes the rest.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import pyarrow.parquet as pq
 from pipeline.cache_format import FORMAT_VERSION, ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
 from pipeline.distributed import barrier, rank_and_world
 from pipeline.errors import DwPipeError
-from pipeline.fsutil import atomic_write_text, sha256_files
+from pipeline.fsutil import atomic_write_text, remove_temp_files, sha256_files
 from pipeline.manifest import load_manifest
 from pipeline.progress import progress
 from pipeline.teacher import PROMPT_TEMPLATE, encode, features_for, label_logits, length_batches, pick_device, topk_of
@@ -147,14 +150,26 @@ def _write_shard(path: Path, data: bytes) -> None:
         finally:
             os.close(dir_fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # half a shard must not stay behind, least of all on a full disk
         raise
+
+
+@contextlib.contextmanager
+def _full_disk_explained(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing ``path`` becomes one line naming the shard and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DwPipeError(
+            f"{path.name}: no space left on the device of {path.parent}; free some and run again "
+            "(finished shards are kept)"
+        ) from exc
 
 
 def _write_sidecar(path: Path, data: bytes) -> None:
     """The shard's sha256, written after the shard itself: a shard without it counts as unfinished."""
-    import hashlib
-
     atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
 
 
@@ -198,8 +213,9 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
             cfg.value_encoding,
             {IDENTITY_KEY: ident_hash.encode(), SHARD_KEY: str(index).encode()},
         )
-        _write_shard(path, data)
-        _write_sidecar(path, data)
+        with _full_disk_explained(path):
+            _write_shard(path, data)
+            _write_sidecar(path, data)
         log.info("wrote %s (%d rows, %d label tokens)", path.name, len(arrays.ids), len(arrays.labels))
     barrier(world)
     if rank != 0:
@@ -209,8 +225,7 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
 
 def _prepare_folder(out: Path, ident: dict, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".shard-*.tmp-*"):
-        stale.unlink()
+    remove_temp_files(out)  # shards, sidecars and cache.json a killed run was writing
     manifest = out / "cache.json"
     if manifest.is_file():
         old = json.loads(manifest.read_text())

@@ -1,9 +1,12 @@
 """The ``dw-pipe`` command line: thin wrappers over the library.
 
 Logging and progress bars are configured here, once, in the app callback;
-library modules only take named loggers. Each command that mirrors a DVC
+library modules only take named loggers. Commands import the library when
+they run: torch takes seconds to load, and a Ctrl-C meanwhile must reach the
+one-line handler, not the interpreter's traceback. Each command that mirrors a DVC
 stage reads its ``params.yaml`` section unless told otherwise. A failure
-the user can fix ends with one line on stderr and exit status 2.
+the user can fix ends with one line on stderr and exit status 2, a Ctrl-C
+with one line and status 130.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from pipeline.config import DEFAULT_PARAMS, load_section
-from pipeline.errors import USER_ERRORS
-from pipeline.models import ImportModelsConfig, ct2_source, import_models, parse_model_spec
+from pipeline.errors import EXIT_INTERRUPTED, INTERRUPTED, USER_ERRORS
 from pipeline.progress import set_progress
 from pipeline.stage import configure_logging
 
@@ -52,7 +54,9 @@ def main_callback(
 
 
 def user_errors(func: F) -> F:
-    """Turn the errors a user can fix into one line on stderr and exit status 2."""
+    """Turn the errors a user can fix into one line on stderr and exit status 2, a Ctrl-C into one line and 130.
+
+    Without the second, click prints "Aborted!" and exits 1, as for a failure."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -61,6 +65,9 @@ def user_errors(func: F) -> F:
         except USER_ERRORS as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -74,6 +81,7 @@ def import_ct2_cmd(
 ) -> None:
     """Convert a CTranslate2 Whisper checkpoint into a complete Hugging Face checkpoint."""
     from pipeline.ct2_import import import_ct2
+    from pipeline.models import ct2_source, parse_model_spec
 
     result = import_ct2(ct2_source(parse_model_spec(src)), out, overwrite=overwrite)
     typer.echo(
@@ -88,6 +96,8 @@ def import_models_cmd(
     out_dir: Annotated[Path | None, typer.Option(help="Override import_models.out_dir.")] = None,
 ) -> None:
     """Stage import_models: materialize every model spec of params.yaml as an HF checkpoint."""
+    from pipeline.models import ImportModelsConfig, import_models
+
     config = load_section(ImportModelsConfig, "import_models", params, out_dir=str(out_dir) if out_dir else None)
     record = import_models(config, overwrite=True)
     typer.echo(json.dumps(record, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 def sha256_files(paths: Iterable[Path]) -> str:
@@ -46,27 +48,100 @@ def fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
+def _aside(out: Path, kind: str) -> Path:
+    return out.with_name(f".{out.name}.{kind}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _promote(out: Path) -> None:
+    """Put the finished copy ``.NAME.new`` in place of ``out``, keeping ``out`` aside as ``.NAME.old`` meanwhile."""
+    new, old = _aside(out, "new"), _aside(out, "old")
+    if out.exists():
+        if old.exists():  # an earlier version half deleted; ``out`` itself is complete
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(new, out)
+    _fsync_dir(out.parent)
+
+
+def recover_dir(out: Path) -> None:
+    """Finish a replacement of ``out`` that a kill interrupted, and remove the temporary folders it left.
+
+    :func:`atomic_dir` replaces a folder in three renames (finished copy to
+    ``.NAME.new``, ``NAME`` to ``.NAME.old``, ``.NAME.new`` to ``NAME``)
+    and then deletes ``.NAME.old``. After a kill between any two steps a
+    complete copy is on disk: ``.NAME.new`` only ever holds a finished one,
+    so it wins; ``.NAME.old``, the previous version, is used only when
+    ``NAME`` is missing and nothing newer exists. ``.NAME.tmp-*`` folders
+    were never finished and are deleted.
+    """
+    out = Path(out)
+    new, old = _aside(out, "new"), _aside(out, "old")
+    if new.is_dir():
+        log.warning("%s: finishing a replacement that was interrupted (%s)", out, new.name)
+        _promote(out)
+    elif old.is_dir() and not out.exists():
+        log.warning("%s: restoring the previous version %s (its replacement was interrupted)", out, old.name)
+        os.replace(old, out)
+    if not out.parent.is_dir():
+        return
+    for leftover in [old, *(p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-"))]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``out``; on success it becomes ``out``.
 
-    On an exception the temporary folder is removed and ``out`` is untouched.
-    An existing ``out`` is replaced only when it is empty or ``overwrite``.
+    On an exception in the body the temporary folder is removed and ``out`` is
+    untouched. An existing ``out`` is replaced only when it is empty or
+    ``overwrite``; at no moment of the replacement is there no complete copy
+    on disk (see :func:`recover_dir`, which the next call runs first).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; choose another folder or allow overwriting")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
         fsync_tree(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # No clean-up from here on: whatever step fails or is killed, recover_dir completes the state it leaves.
+    os.replace(tmp, _aside(out, "new"))
+    _promote(out)
+    shutil.rmtree(_aside(out, "old"), ignore_errors=True)
+
+
+def remove_temp_files(folder: Path) -> list[str]:
+    """Delete the temporary files and folders (``.*.tmp-*``) a killed writer left in ``folder``; their names.
+
+    Only for a folder one process owns at this moment (a stage's own output
+    folder at the start of its run): another writer's temporary would go too.
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp-*")):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", folder, len(removed))
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

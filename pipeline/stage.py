@@ -1,4 +1,4 @@
-"""What every ``stages/<name>.py`` shares: logging, timing, one-line errors.
+"""What every ``stages/<name>.py`` shares: logging, timing, one-line errors and Ctrl-C.
 
 Kept apart from the CLI so that a stage's DVC dependencies are only the
 modules it really uses.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import USER_ERRORS
+from pipeline.errors import EXIT_INTERRUPTED, INTERRUPTED, USER_ERRORS
 from pipeline.progress import set_progress
 
 log = logging.getLogger("dw_pipe")
@@ -32,7 +32,8 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Run a DVC stage body; print and record its wall time; user errors become one line, status 2."""
+    """Run a DVC stage body; print and record its wall time; user errors become one line, status 2;
+    a Ctrl-C one line, status 130."""
     configure_logging()
     set_progress(sys.stderr.isatty())
     start = time.perf_counter()
@@ -41,6 +42,9 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     except USER_ERRORS as exc:
         print(f"error: stage {name}: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"stage {name} {INTERRUPTED}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     seconds = time.perf_counter() - start
     log.info("stage %s finished in %.1f s", name, seconds)
     STAGE_TIMES.parent.mkdir(exist_ok=True)

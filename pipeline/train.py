@@ -36,9 +36,9 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.clsr import GATE_INITS, CLSRConfig, add_clsr, gate_budget_loss
 from pipeline.decode import EncoderStore, greedy_decode
-from pipeline.distributed import rank_and_world, sum_gradients
+from pipeline.distributed import barrier, rank_and_world, sum_gradients
 from pipeline.errors import DwPipeError
-from pipeline.fsutil import atomic_dir, atomic_write_text, sha256_files
+from pipeline.fsutil import atomic_dir, atomic_write_text, recover_dir, sha256_files
 from pipeline.losses import KD_LOSSES, cross_entropy
 from pipeline.manifest import Utterance, load_manifest
 from pipeline.progress import progress
@@ -473,6 +473,10 @@ def _load_checkpoint(
     cfg: TrainConfig, inputs: dict[str, str], model, optimizer
 ) -> tuple[TrainState, dict[str, torch.Tensor] | None] | None:
     folder = _checkpoint_dir(cfg)
+    rank, world = rank_and_world()
+    if rank == 0:  # a kill while a checkpoint replaced the last one leaves it beside its usual name
+        recover_dir(folder)
+    barrier(world)  # every rank reads the recovered folder
     if not (folder / "state.json").is_file():
         return None
     saved = json.loads((folder / "state.json").read_text())

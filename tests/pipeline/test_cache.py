@@ -106,18 +106,117 @@ def test_killed_build_resumes_to_the_same_content(tiny_hf_dir, tiny_manifest, tm
     assert _shard_digests(cfg.out_dir) == _shard_digests(reference.out_dir)
 
 
-def test_full_disk_leaves_no_partial_shard(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
-    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+def _params(cfg: CacheTeacherConfig, folder: Path) -> Path:
+    """params.yaml whose cache_teacher section is ``cfg`` (for the CLI)."""
+    params = folder / "params.yaml"
+    params.write_text(
+        "cache_teacher:\n"
+        f"  teacher: {cfg.teacher}\n  manifest: {cfg.manifest}\n  out_dir: {cfg.out_dir}\n"
+        f"  top_k: {cfg.top_k}\n  value_encoding: {cfg.value_encoding}\n  shard_target_mb: {cfg.shard_target_mb}\n"
+        f"  batch_size: {cfg.batch_size}\n  device: cpu\n"
+    )
+    return params
 
-    def no_space(fd):
+
+def _recording_writes(monkeypatch) -> list[str]:
+    """The names of the shards the build writes from now on."""
+    real_write, written = cache_mod._write_shard, []
+    monkeypatch.setattr(
+        cache_mod, "_write_shard", lambda path, data: written.append(path.name) or real_write(path, data)
+    )
+    return written
+
+
+class _DiskFillsHalfWay:
+    """A shard's temporary file on a disk that fills up half way through the shard's bytes."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod.os, "fsync", no_space)
-    with pytest.raises(OSError, match="No space"):
-        build_cache(cfg)
-    assert [p.name for p in cfg.out_dir.iterdir() if "shard" in p.name] == []
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
+
+
+def test_full_disk_in_a_shard_write_leaves_no_partial_shard_and_one_line(
+    tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch
+):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    opened = []
+
+    def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        if Path(path).name.startswith(".shard-00001.parquet.tmp-"):  # the second shard's bytes, nothing else
+            opened.append(Path(path).name)
+            return _DiskFillsHalfWay(handle)
+        return handle
+
+    monkeypatch.setattr(cache_mod, "open", open_on_a_filling_disk, raising=False)
+    result = CliRunner().invoke(
+        app, ["--log-level", "WARNING", "cache-teacher", "--params", str(_params(cfg, tmp_path))]
+    )
+    assert opened, "the fault never reached the shard write"
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: shard-00001.parquet: no space left on the device of {cfg.out_dir}; free some and run again "
+        "(finished shards are kept)"
+    ]
+    assert json.loads((cfg.out_dir / "cache.json").read_text())["status"] == "building"  # written before the fault
+    assert sorted(p.name for p in cfg.out_dir.iterdir() if "shard" in p.name) == [
+        ".shard-00000.parquet.sha256",
+        "shard-00000.parquet",
+    ]  # the finished shard, and nothing of the one the disk cut short
+
     monkeypatch.undo()
-    assert build_cache(cfg)["status"] == "complete"
+    written = _recording_writes(monkeypatch)
+    content = build_cache(cfg)
+    assert content["status"] == "complete" and "shard-00000.parquet" not in written
+    assert written[0] == "shard-00001.parquet"
+
+
+def test_a_shard_without_its_sidecar_is_recomputed_alone(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    build_cache(cfg)
+    before = _shard_digests(cfg.out_dir)
+    (cfg.out_dir / ".shard-00001.parquet.sha256").unlink()
+    written = _recording_writes(monkeypatch)
+    build_cache(cfg)
+    assert written == ["shard-00001.parquet"]
+    assert _shard_digests(cfg.out_dir) == before and verify_cache(cfg.out_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "left"),
+    [
+        ("shard-00001.parquet", ".shard-00001.parquet.tmp-"),  # the shard's bytes written, not renamed
+        (".shard-00001.parquet.sha256", "..shard-00001.parquet.sha256.tmp-"),  # the shard in place, no sidecar
+    ],
+)
+def test_a_killed_build_leaves_temp_files_the_next_run_removes(
+    tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch, name, left
+):
+    from tests.pipeline.kill_at import KILLED, run_killed
+
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    child = run_killed(name, 1, "cache-teacher", "--params", str(_params(cfg, tmp_path)))
+    assert child.returncode == KILLED, child.stderr[-2000:]
+    assert any(p.name.startswith(left) for p in cfg.out_dir.iterdir())
+
+    written = _recording_writes(monkeypatch)
+    build_cache(cfg)
+    assert written == sorted(_shard_digests(cfg.out_dir))[1:]  # shard 0 kept, shard 1 on computed again
+    assert [p.name for p in cfg.out_dir.iterdir() if ".tmp-" in p.name] == []
+    assert verify_cache(cfg.out_dir) == []
 
 
 def test_changed_inputs_are_refused_unless_forced(tiny_hf_dir, tiny_manifest, tmp_path):
@@ -195,10 +294,9 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, 
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # rendezvous on a free port
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29533",
         "-m",
         "pipeline.cli",
         "--no-progress",

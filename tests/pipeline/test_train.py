@@ -99,6 +99,43 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
     assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
 
 
+def test_a_kill_while_a_checkpoint_replaces_the_last_one_loses_no_checkpoint(
+    tiny_hf_dir, tiny_data, tmp_path, monkeypatch
+):
+    """Killed (``os._exit`` in a child) when the step-4 checkpoint is written and the step-3 one moved aside,
+    just before the new one takes its name: no folder under that name. The next run still resumes from step 4,
+    not from scratch, and ends as an uninterrupted run does."""
+    from pipeline.config import load_section
+    from tests.pipeline.kill_at import KILLED, run_killed
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"train_student:\n  modes: [distilwhisper]\n  out_dir: {tmp_path / 'students'}\n"
+        "  common:\n    languages: [pl, cs]\n"
+        f"    base: {tiny_hf_dir}\n    cache: {tiny_data['cache']}\n    train: {tiny_data['train']}\n"
+        f"    dev: {tiny_data['dev']}\n    clsr_decoder_layers: [0, 1]\n    epochs: 2\n    batch_size: 2\n"
+        "    lr: 0.001\n    max_new_tokens: 6\n    checkpoint_every: 1\n    seed: 3\n    device: cpu\n"
+    )
+    (cfg,) = load_section(train_mod.TrainStageConfig, "train_student", params).configs()
+    checkpoint = train_mod._checkpoint_dir(cfg)
+    child = run_killed(checkpoint.name, 4, "train-student", "--params", str(params))
+    assert child.returncode == KILLED, child.stderr[-3000:]
+    assert not checkpoint.exists()  # the moment at which a delete-then-rename leaves no checkpoint at all
+
+    reference = replace(cfg, out_dir=tmp_path / "reference")
+    train_student(reference)
+    real_step, calls = train_mod.step_loss, []
+    monkeypatch.setattr(train_mod, "step_loss", lambda *a, **k: calls.append(1) or real_step(*a, **k))
+    train_student(cfg)
+    assert len(calls) == 6 - 4  # resumed from the step-4 checkpoint
+    for lang in ("pl", "cs"):
+        a = load_file(str(reference.out_dir / f"expert.{lang}.safetensors"))
+        b = load_file(str(cfg.out_dir / f"expert.{lang}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lang
+    assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
+    assert sorted(p.name for p in cfg.out_dir.parent.iterdir()) == ["distilwhisper"]  # nothing left beside it
+
+
 def _torchrun(ranks: int, *args: str) -> None:
     """Run ``args`` under torchrun with Gloo ranks on this machine; ``--standalone`` binds a free port itself."""
     import os
