@@ -140,7 +140,9 @@ def main() -> None:
     for name, row in report["variants"].items():
         for seed, run in row["seeds"].items():
             cells = " ".join(f"{run['test'][lang]['error_rate']:>9.3f}" for lang in langs)
-            print(f"{name + f' (seed {seed})':<52} {run['dev_error_rate_best']:>9.3f} {cells} {run['train_seconds']:>8}")
+            print(
+                f"{name + f' (seed {seed})':<52} {run['dev_error_rate_best']:>9.3f} {cells} {run['train_seconds']:>8}"
+            )
     print(f"wrote {args.out}")
 
 
