@@ -5,14 +5,14 @@ A hub id is read from the hub's Parquet export of the dataset (branch
 ``refs/convert/parquet``), not through its loading script: ``datasets`` 4
 dropped loading scripts, and Common Voice and FLEURS are script datasets.
 A local folder is either a ``save_to_disk`` folder or a copy of that export
-(``huggingface-cli download REPO --repo-type dataset --revision
-refs/convert/parquet``). The export holds one folder per config, with a
+(``hf download REPO --repo-type dataset --revision refs/convert/parquet
+--local-dir DIR``). The export holds one folder per config, with a
 split's files in one of two layouts, read in file-name order:
 
 * ``<config>/<split>/0000.parquet``, ``0001.parquet``, ... (current);
 * ``<config>/<dataset>-<split>.parquet`` or
-  ``<config>/<dataset>-<split>-00000-of-00002.parquet``, ... (until late 2023,
-  still the layout of ``google/fleurs``).
+  ``<config>/<dataset>-<split>-00000-of-00002.parquet``, ... (older; the
+  layout of ``google/fleurs``' export).
 
 A split too big to convert whole is exported as ``<config>/partial-<split>/``,
 its first rows only; it is refused, as row selection and the test sets need
