@@ -1,8 +1,23 @@
 """Hugging Face ``datasets`` sources: Common Voice and FLEURS column layouts.
 
-A dataset is named by hub id (``mozilla-foundation/common_voice_13_0``,
-``google/fleurs``) or given as a local ``save_to_disk`` folder. Audio is
-read undecoded (bytes or path) and decoded with PyAV, so no extra decoder
+A dataset is named by hub id (``google/fleurs``) or given as a local folder.
+A hub id is read from the hub's Parquet export of the dataset (branch
+``refs/convert/parquet``), not through its loading script: ``datasets`` 4
+dropped loading scripts, and Common Voice and FLEURS are script datasets.
+A local folder is either a ``save_to_disk`` folder or a copy of that export
+(``hf download REPO --repo-type dataset --revision refs/convert/parquet
+--local-dir DIR``). The export holds one folder per config, with a
+split's files in one of two layouts, read in file-name order:
+
+* ``<config>/<split>/0000.parquet``, ``0001.parquet``, ... (current);
+* ``<config>/<dataset>-<split>.parquet`` or
+  ``<config>/<dataset>-<split>-00000-of-00002.parquet``, ... (older; the
+  layout of ``google/fleurs``' export).
+
+A split too big to convert whole is exported as ``<config>/partial-<split>/``,
+its first rows only; it is refused, as row selection and the test sets need
+the whole split. Audio is read undecoded (bytes or path; the export stores
+the ``{bytes, path}`` struct) and decoded with PyAV, so no extra decoder
 package is needed; it is resampled to 16 kHz by the caller's worker.
 
 Layouts recognised (first column found wins):
@@ -30,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +59,68 @@ SPEAKER_COLUMNS = ("client_id", "speaker_id", "speaker")
 ID_COLUMNS = ("path", "id")
 
 
-def _load(name_or_dir: str, config_name: str | None, split: str):
+EXPORT_BRANCH = "refs/convert/parquet"  # the branch of the hub's Parquet export of a dataset
+
+
+def export_split_files(names: list[str], config: str, split: str, where: str) -> list[str]:
+    """Of the files of an export (paths relative to its root), one split's Parquet files in row order."""
+    c, s = re.escape(config), re.escape(split)
+    if any(re.fullmatch(rf"{c}/partial-{s}/[^/]+\.parquet", name) for name in names):
+        raise DwPipeError(
+            f"{where}: the Parquet export holds only the first rows of this split ({config}/partial-{split}/): "
+            "give a local copy of the whole split (a save_to_disk folder) as input"
+        )
+    layouts = rf"{c}/{s}/[^/]+\.parquet|{c}/[^/]+-{s}(-\d+-of-\d+)?\.parquet"
+    files = sorted(name for name in names if re.fullmatch(layouts, name))
+    if not files:
+        found = sorted({name[len(config) + 1 :].split("/")[0] for name in names if name.startswith(f"{config}/")})
+        raise DwPipeError(
+            f"{where}: no Parquet files of split {split!r} under {config}/ in the export "
+            f"(found: {', '.join(found) or 'nothing'}); check the config name and the split mapping"
+        )
+    return files
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _hub_export_files(repo: str, config: str, split: str, where: str) -> list[str]:
+    from huggingface_hub import HfApi
+
+    try:
+        names = HfApi().list_repo_files(repo, repo_type="dataset", revision=EXPORT_BRANCH)
+    except Exception as exc:  # not found, gated (OSError subclasses), no network (the HTTP library's own errors)
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise DwPipeError(
+            f"{where}: cannot list the hub's Parquet export of {repo} (branch {EXPORT_BRANCH}; "
+            f"{type(exc).__name__}: {detail}); log in and accept the dataset's terms, or give a local copy "
+            "(save_to_disk folder or export folder) as input"
+        ) from exc
+    quoted = EXPORT_BRANCH.replace("/", "%2F")  # hf:// paths take a refs/ revision quoted
+    return [f"hf://datasets/{repo}@{quoted}/{name}" for name in export_split_files(names, config, split, where)]
+
+
+def _load(name_or_dir: str, config_name: str | None, split: str, where: str):
     import datasets
 
     folder = Path(name_or_dir)
-    if folder.is_dir():
+    if folder.is_dir() and _is_saved_dataset(folder):
         loaded = datasets.load_from_disk(str(folder))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise DwPipeError(f"{folder}: no split {split!r} (has {', '.join(loaded)})")
             return loaded[split]
         return loaded
-    return datasets.load_dataset(name_or_dir, config_name, split=split)
+    config = config_name or "default"
+    if folder.is_dir():
+        names = [p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")]
+        files = [str(folder / name) for name in export_split_files(names, config, split, where)]
+    elif re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name_or_dir):
+        files = _hub_export_files(name_or_dir, config, split, where)
+    else:
+        raise DwPipeError(f"{where}: not a folder and not a hub dataset id (owner/name): check the input path")
+    return datasets.load_dataset("parquet", data_files={"rows": files}, split="rows")
 
 
 def _language_code(row: dict, features, forced: str | None, config_name: str | None, names: dict[str, str]) -> object:
@@ -163,8 +229,8 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[lis
         raise DwPipeError(f"{name_or_dir}: select names splits {unknown} that splits does not map ({cfg.splits})")
     candidates, selection = [], {}
     for our_split, their_split in cfg.splits.items():
-        ds = _load(name_or_dir, cfg.name, their_split)
         where = f"{name_or_dir} [{cfg.name + '/' if cfg.name else ''}{their_split}]"
+        ds = _load(name_or_dir, cfg.name, their_split, where)
         if "audio" not in ds.column_names:
             raise DwPipeError(f"{where}: no 'audio' column (columns: {ds.column_names})")
         text_col = next((c for c in TEXT_COLUMNS if c in ds.column_names), None)

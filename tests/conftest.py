@@ -7,6 +7,8 @@ multilingual Whisper tokenizer shipped with the embedded weights.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,10 @@ from pipeline.progress import set_progress
 from pipeline.tiny import build_tiny_whisper, save_tiny_whisper
 
 __all__ = ["build_tiny_whisper", "write_encoder_expert_student", "write_tiny_manifest"]
+
+# Subprocesses (dvc, and the `python` of dvc.yaml's stages) come from the environment running the tests,
+# also when it is a venv that was not activated (.venv/bin/python -m pytest).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -90,13 +90,17 @@ def test_paper_profile_selects_train_and_dev_by_the_official_lists_and_reads_tes
         assert digest in readme
 
 
-def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir):
-    """The paper's hf_datasets list, each entry pointed at a local save_to_disk stand-in of the hub layout.
+def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir, monkeypatch):
+    """The paper's hf_datasets list, each entry pointed at a local stand-in: Common Voice as a save_to_disk
+    folder of the hub's columns, FLEURS as a copy of the hub's Parquet export (google/fleurs' layout,
+    ``<config>/fleurs-test.parquet``), which is what a hub id is read from.
 
     The official row lists index the real splits, so each selection's list is swapped for one of the
     stand-in's top rows; the rule check (top_by) stays as the profile has it.
     """
     import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
     from tests.pipeline.test_corpus_hf import cv_stand_in  # noqa: PLC0415
     from tests.pipeline.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
@@ -118,8 +122,10 @@ def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir):
             .cast_column("audio", audio)
             .cast_column("gender", datasets.ClassLabel(names=["male", "female", "other"]))
         )
-        datasets.DatasetDict({"test": fl}).save_to_disk(str(tmp_path / f"fleurs-{lang}"))
-        folders[lang] = (cv, tmp_path / f"fleurs-{lang}")
+        config = {"pl": "pl_pl", "cs": "cs_cz"}[lang]
+        (tmp_path / "fleurs" / config).mkdir(parents=True)
+        fl.to_parquet(str(tmp_path / "fleurs" / config / "fleurs-test.parquet"))
+        folders[lang] = (cv, tmp_path / "fleurs")
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps({lang: {"train": [2, 1], "validation": [1]} for lang in folders}), encoding="utf-8")
     paper = load_section(PrepareDataConfig, "prepare_data", ROOT / "profiles/paper.yaml")

@@ -195,3 +195,140 @@ def test_prepare_data_reports_the_selection_in_its_summary(tmp_path, tiny_hf_dir
     assert [u.id for u in load_manifest(cfg.out_dir / "test.jsonl")] == [
         f"pl-test-common_voice_pl_test{i}" for i in range(3)
     ]
+
+
+# The hub's Parquet export (branch refs/convert/parquet): how hub ids are read, since datasets 4 dropped the
+# loading scripts of Common Voice and FLEURS. A local copy of it reads through the same file selection.
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """load_dataset("parquet") writes Arrow files to the datasets cache: keep them in the test's folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+def cv_export_stand_in(folder: Path, lang: str = "pl", audio_bytes: bytes = b"") -> Path:
+    """The export's current layout, ``<config>/<split>/0000.parquet, 0001.parquet, ...``: train in six one-row
+    files (the rows' order is the files' name order), audio as the plain ``{bytes, path}`` struct."""
+    import pyarrow.parquet as pq
+
+    splits = {
+        "train": (TRAIN_VOTES, "train", 1),
+        "validation": ([(1, 0), (3, 0), (2, 0)], "dev", 2),
+        "test": ([(0, 0)] * 5, "test", 5),
+    }
+    for split, (votes, tag, rows_per_file) in splits.items():
+        table = cv_split(votes, lang, tag, audio_bytes).data.table.replace_schema_metadata(None)
+        (folder / lang / split).mkdir(parents=True)
+        for number, start in enumerate(range(0, table.num_rows, rows_per_file)):
+            pq.write_table(table.slice(start, rows_per_file), folder / lang / split / f"{number:04d}.parquet")
+    (folder / lang / "validation" / "index.duckdb").write_bytes(b"not parquet")  # the export keeps these beside
+    return folder
+
+
+def fleurs_export_stand_in(folder: Path, audio_bytes: bytes = b"x") -> Path:
+    """google/fleurs' export layout (the older one): ``<config>/fleurs-<split>[-0000N-of-0000M].parquet``."""
+    import datasets
+
+    def part(ids: list[int], first: int) -> datasets.Dataset:
+        return (
+            datasets.Dataset.from_dict(
+                {
+                    "id": ids,
+                    "path": [f"/cache/extracted/test/{first + i}.wav" for i in range(len(ids))],
+                    "audio": [{"bytes": audio_bytes, "path": f"test/{first + i}.wav"} for i in range(len(ids))],
+                    "transcription": ["dzień dobry"] * len(ids),
+                    "gender": [1, 0, 1][: len(ids)],
+                }
+            )
+            .cast_column("audio", datasets.Audio(decode=False))
+            .cast_column("gender", datasets.ClassLabel(names=["male", "female", "other"]))
+        )
+
+    (folder / "pl_pl" / "validation").mkdir(parents=True)
+    (folder / "cs_cz").mkdir()
+    part([7, 7], 1001).to_parquet(str(folder / "pl_pl" / "fleurs-test-00000-of-00002.parquet"))
+    part([8], 1003).to_parquet(str(folder / "pl_pl" / "fleurs-test-00001-of-00002.parquet"))
+    part([9], 2001).to_parquet(str(folder / "pl_pl" / "fleurs-train.parquet"))
+    part([5], 3001).to_parquet(str(folder / "pl_pl" / "fleurs-validation.parquet"))
+    part([6], 4001).to_parquet(str(folder / "cs_cz" / "fleurs-test.parquet"))
+    (folder / "pl_pl" / "validation" / "index.duckdb").write_bytes(b"not parquet")
+    return folder
+
+
+def test_a_copy_of_the_parquet_export_selects_the_same_rows_as_the_dataset(tmp_path, datasets_cache):
+    saved, export = cv_stand_in(tmp_path / "saved"), cv_export_stand_in(tmp_path / "export")
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [2, 1, 4, 0], "validation": [1]}})
+    cfg = _source(train=SplitSelection(rows=rows, top_by=BY_VOTES), dev=SplitSelection(rows=rows))
+    from_saved, _ = hf_candidates(str(saved), cfg, LANGUAGES)
+    from_export, selection = hf_candidates(str(export), cfg, LANGUAGES)
+    assert _ids(from_export, "train") == [f"pl-train-common_voice_pl_train{i}" for i in (0, 1, 2, 4)]
+    assert [c.record | {"source": ""} for c in from_export] == [c.record | {"source": ""} for c in from_saved]
+    assert {c.record["source"] for c in from_export} == {"hf:export:train", "hf:export:validation", "hf:export:test"}
+    assert [c.audio for c in from_export] == [b"not decoded here"] * (4 + 1 + 5)
+    counts = {v["split"]: (v["rows"], v["selected"]) for v in selection.values()}
+    assert counts == {"train": (6, 4), "dev": (3, 1), "test": (5, 5)}
+
+
+def test_fleurs_export_reads_the_split_s_files_in_order_and_decodes_its_audio(tmp_path, tiny_hf_dir, datasets_cache):
+    from tests.pipeline.test_prepare import _config, _speech, _wav_bytes  # noqa: PLC0415
+
+    export = fleurs_export_stand_in(tmp_path / "fleurs", _wav_bytes(_speech(1.0), 16_000))
+    source = HFSourceConfig(input=str(export), splits={"test_ood": "test"}, name="pl_pl", language="pl")
+    candidates, _ = hf_candidates(str(export), source, LANGUAGES)
+    assert [(c.record["id"], c.record["gender"]) for c in candidates] == [
+        ("pl_pl-test_ood-1001", "female"),
+        ("pl_pl-test_ood-1002", "male"),
+        ("pl_pl-test_ood-1003", "female"),
+    ]
+    cfg = _config(tmp_path, tiny_hf_dir, source="hf", workers=1, hf_datasets=(source,))
+    summary = prepare_data(cfg)
+    assert (summary["read"], summary["kept"], summary["rejected"]) == (3, 3, 0)
+    assert [u.duration for u in load_manifest(cfg.out_dir / "test_ood.jsonl")] == [1.0, 1.0, 1.0]
+
+
+def test_hub_ids_read_the_export_branch(monkeypatch):
+    """The listing of google/fleurs' export branch (its layout on the hub) becomes hf:// paths at that branch."""
+    from huggingface_hub import HfApi
+
+    from pipeline.corpus_hf import _hub_export_files
+
+    listing = ["pl_pl/fleurs-test-00001-of-00002.parquet", "pl_pl/fleurs-test-00000-of-00002.parquet"]
+    listing += [
+        "pl_pl/fleurs-train-00000-of-00004.parquet",
+        "pl_pl/validation/index.duckdb",
+        "cs_cz/fleurs-test.parquet",
+    ]
+    asked = {}
+
+    def list_repo_files(self, repo_id, repo_type=None, revision=None, **kwargs):
+        asked.update(repo_id=repo_id, repo_type=repo_type, revision=revision)
+        return listing
+
+    monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+    files = _hub_export_files("google/fleurs", "pl_pl", "test", "where")
+    assert asked == {"repo_id": "google/fleurs", "repo_type": "dataset", "revision": "refs/convert/parquet"}
+    root = "hf://datasets/google/fleurs@refs%2Fconvert%2Fparquet/pl_pl"
+    assert files == [f"{root}/fleurs-test-00000-of-00002.parquet", f"{root}/fleurs-test-00001-of-00002.parquet"]
+
+
+def test_an_export_without_the_whole_split_is_an_error(tmp_path, datasets_cache):
+    export = cv_export_stand_in(tmp_path / "export")
+    (export / "pl" / "train").rename(export / "pl" / "partial-train")
+    with pytest.raises(
+        DwPipeError, match=r"\[pl/train\]: the Parquet export holds only the first rows .*partial-train"
+    ):
+        hf_candidates(str(export), _source(), LANGUAGES)
+    with pytest.raises(
+        DwPipeError, match=r"\[de/train\]: no Parquet files of split 'train' under de/ .*found: nothing"
+    ):
+        hf_candidates(str(export), replace(_source(), name="de"), LANGUAGES)
+    source = replace(_source(), splits={"test": "other"})
+    with pytest.raises(
+        DwPipeError, match=r"no Parquet files of split 'other' under pl/ .*found: partial-train, test, validation"
+    ):
+        hf_candidates(str(export), source, LANGUAGES)
+    with pytest.raises(DwPipeError, match="not a folder and not a hub dataset id"):
+        hf_candidates(str(tmp_path / "missing"), _source(), LANGUAGES)
