@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_section  # noqa: E402
-from pipeline.train import TrainStageConfig, train_student  # noqa: E402
+from pipeline.train import TrainStageConfig, train_student, trained_summary, training_inputs  # noqa: E402
 
 VARIANTS = {
     "official init, gates x1": {"lr": 1e-4, "gate_lr_scale": 1.0, "gate_init": "official"},
@@ -48,12 +48,12 @@ VARIANTS = {
 }
 
 
-def summarize(summary: dict, seconds: float) -> dict:
+def summarize(summary: dict, seconds: float | None) -> dict:
     at = {h["step"]: h for h in summary["history"]}
     best = summary["best_step"]
     steps = best if isinstance(best, dict) else dict.fromkeys(summary["languages"], best)
     return {
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 1) if seconds is not None else None,  # None: an earlier run's folder
         "dev_error_rate_initial": round(summary["dev_wer_initial"], 4),
         "dev_error_rate_best": round(summary["dev_wer_best"], 4),
         "best_step": steps,
@@ -103,8 +103,9 @@ def main() -> None:
                 out_dir=args.work / f"{name.replace(' ', '').replace(',', '_')}-seed{seed}",
             )
             start = time.perf_counter()
-            summary = train_student(cfg)
-            runs[str(seed)] = summarize(summary, time.perf_counter() - start)
+            kept = trained_summary(cfg, training_inputs(cfg))  # a finished run of these settings is not redone
+            summary = kept or train_student(cfg)
+            runs[str(seed)] = summarize(summary, None if kept else time.perf_counter() - start)
             r = runs[str(seed)]
             rows.append((name, seed, r))
             print(

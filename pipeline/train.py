@@ -687,15 +687,20 @@ def train_modes(stage: TrainStageConfig) -> dict[str, dict]:
     of every input: :func:`training_inputs`) is skipped, any other is retrained."""
     results = {}
     for cfg in stage.configs():
-        record = cfg.out_dir / "student.json"
-        wanted = json.loads(json.dumps(asdict(cfg), default=str))
         inputs = training_inputs(cfg)
-        if record.is_file():
-            saved = json.loads(record.read_text())
-            if saved.get("training") == wanted and saved.get("inputs") == inputs:
-                log.info("%s is up to date", cfg.out_dir)
-                results[cfg.mode] = json.loads((cfg.out_dir / "dev.json").read_text())
-                continue
-            log.info("%s was trained from other settings or inputs; retraining", cfg.out_dir)
-        results[cfg.mode] = train_student(cfg, inputs)
+        results[cfg.mode] = trained_summary(cfg, inputs) or train_student(cfg, inputs)
     return results
+
+
+def trained_summary(cfg: TrainConfig, inputs: dict[str, str]) -> dict | None:
+    """The dev summary of the student in ``cfg.out_dir`` when it holds exactly this training (settings and input
+    contents), else None (nothing there, or a stale student to retrain)."""
+    record = cfg.out_dir / "student.json"
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    if saved.get("training") != json.loads(json.dumps(asdict(cfg), default=str)) or saved.get("inputs") != inputs:
+        log.info("%s was trained from other settings or inputs; retraining", cfg.out_dir)
+        return None
+    log.info("%s is up to date", cfg.out_dir)
+    return json.loads((cfg.out_dir / "dev.json").read_text())
