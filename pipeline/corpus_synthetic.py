@@ -1,11 +1,17 @@
-"""The embedded corpus: real sentences spoken by espeak-ng voices.
+"""The embedded corpus: real sentences spoken by Festival and espeak-ng voices.
 
-Per language, sentences come from fortune files (Debian ``fortunes-*``);
-in-domain files feed train/dev/test, other files feed ``test_ood``. Splits
-are disjoint in sentences (deduplicated across all splits) and in voices
-(each split has its own espeak-ng variants). Rate and pitch vary per
-utterance. Every choice is drawn from one seeded generator, so the corpus
-is the same for the same seed and inputs.
+Per language, sentences come from fortune files (Debian ``fortunes-*``) or
+from translated program messages (``gettext:NAME`` entries: the compiled
+catalogues ``<locale_root>/<lang>/LC_MESSAGES/NAME.mo`` that Debian packages
+install); in-domain sources feed train/dev/test, the others ``test_ood``.
+Splits are disjoint in sentences (deduplicated across all splits).
+
+A language listed under ``festival`` is spoken by the Festival voices named
+per split (pipeline.festival); a language has only a few, so splits may
+share them, and ``stretch`` and ``shift`` vary each utterance. Every other
+language is spoken by espeak-ng variants, each split its own, with rate and
+pitch varied per utterance. Every choice is drawn from one seeded generator,
+so the corpus is the same for the same seed and inputs.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import random
 import re
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.audio import Voice, espeak_binary
 from pipeline.errors import DwPipeError
-from pipeline.text import fortune_entries, normalize_for_dedup, sentence_problem, split_sentences
+from pipeline.festival import VOICES as FESTIVAL_VOICES
+from pipeline.festival import FestivalVoice, check_voices
+from pipeline.text import fortune_entries, mo_messages, normalize_for_dedup, sentence_problem, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +38,7 @@ ESPEAK_LANGUAGE_VOICE = {"zh": "cmn", "pt": "pt-br"}
 
 @dataclass(frozen=True)
 class LanguageTexts:
-    in_domain: tuple[str, ...]  # globs under the fortunes root
+    in_domain: tuple[str, ...]  # globs under the fortunes root, or gettext:NAME_GLOB (catalogues)
     ood: tuple[str, ...] = ()
 
 
@@ -49,6 +57,10 @@ class SyntheticConfig:
     max_words: int = 16
     min_chars_cjk: int = 4
     max_chars_cjk: int = 24
+    locale_root: Path = Path("/usr/share/locale")
+    festival: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # language -> split -> voices
+    stretch: tuple[float, ...] = (1.0, 1.0)  # Festival: duration stretch range (> 1 slower)
+    shift: tuple[float, ...] = (1.0, 1.0)  # Festival: playback-rate range (pitch and formants x shift)
 
 
 @dataclass(frozen=True)
@@ -57,9 +69,16 @@ class SyntheticItem:
     language: str
     split: str
     text: str
-    voice: Voice
+    voice: Voice | FestivalVoice
     gender: str
-    source: str
+    source: str  # the engine: espeak-ng | festival
+    age: str = "adult"
+
+    @property
+    def speaker(self) -> str:
+        if isinstance(self.voice, FestivalVoice):
+            return self.voice.name
+        return f"espeak-ng:{self.voice.language_voice}+{self.voice.variant}"
 
 
 def variant_genders() -> dict[str, str]:
@@ -73,21 +92,46 @@ def variant_genders() -> dict[str, str]:
     return genders
 
 
-def _sentences(root: Path, globs: tuple[str, ...], language: str, cfg: SyntheticConfig, stats: Counter) -> list[str]:
-    files = sorted({p for g in globs for p in root.glob(g) if p.is_file() and p.suffix not in (".dat", ".u8")})
-    if not files:
-        raise DwPipeError(
-            f"language {language}: no text files match {list(globs)} under {root}; "
-            "install the Debian fortunes packages (scripts/setup.sh does) or fix prepare_data.synthetic.texts"
-        )
+GETTEXT = "gettext:"
+
+
+def _text_files(globs: tuple[str, ...], language: str, cfg: SyntheticConfig) -> list[Path]:
+    catalogues = cfg.locale_root / language / "LC_MESSAGES"
+    files: set[Path] = set()
+    for g in globs:
+        if g.startswith(GETTEXT):
+            matched = {p for p in catalogues.glob(g[len(GETTEXT) :] + ".mo") if p.is_file()}
+        else:
+            matched = {p for p in cfg.fortunes_root.glob(g) if p.is_file() and p.suffix not in (".dat", ".u8")}
+        files |= matched
+        if not matched:
+            where = catalogues if g.startswith(GETTEXT) else cfg.fortunes_root
+            raise DwPipeError(
+                f"language {language}: no text files match {g!r} under {where}; install the Debian fortunes "
+                "packages and the packages whose catalogues are named (scripts/setup.sh does) "
+                "or fix prepare_data.synthetic.texts"
+            )
+    return sorted(files)
+
+
+def _entries(path: Path) -> list[str]:
+    if path.suffix == ".mo":
+        return [re.sub(r"\s+", " ", translated).strip() for _, translated in mo_messages(path)]
+    return list(fortune_entries(path))
+
+
+def _sentences(globs: tuple[str, ...], language: str, cfg: SyntheticConfig, stats: Counter) -> list[str]:
     cjk = language in ("zh", "ja", "ko", "yue")
     lo, hi = (cfg.min_chars_cjk, cfg.max_chars_cjk) if cjk else (cfg.min_words, cfg.max_words)
     out = []
-    for path in files:
+    for path in _text_files(globs, language, cfg):
         try:
-            entries = list(fortune_entries(path))
+            entries = _entries(path)
         except UnicodeDecodeError:
             stats["file not valid UTF-8"] += 1
+            continue
+        except ValueError:
+            stats["file not a gettext catalogue"] += 1
             continue
         for entry in entries:
             for sentence in split_sentences(entry, language):
@@ -99,11 +143,13 @@ def _sentences(root: Path, globs: tuple[str, ...], language: str, cfg: Synthetic
 
 
 def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], dict]:
-    """Choose sentences, voices, rates and pitches for every utterance (no audio yet)."""
-    genders = variant_genders()
-    unknown = sorted({v for vs in cfg.voices.values() for v in vs} - set(genders))
+    """Choose sentences, voices and voice settings for every utterance (no audio yet)."""
+    espeak_languages = [lang for lang in cfg.languages if lang not in cfg.festival]
+    genders = variant_genders() if espeak_languages else {}
+    unknown = sorted({v for vs in cfg.voices.values() for v in vs} - set(genders)) if espeak_languages else []
     if unknown:
         raise DwPipeError(f"espeak-ng has no voice variant(s) {unknown}; see `espeak-ng --voices=variant`")
+    check_festival(cfg)
     rng = random.Random(seed)
     items: list[SyntheticItem] = []
     text_stats: dict[str, dict[str, int]] = {}
@@ -115,6 +161,8 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
         pools = _disjoint_pools(cfg, lang, stats, rng)
         text_stats[lang] = dict(stats)
         for split, count in sizes.items():
+            if count == 0:
+                continue
             if split == "test_ood" and not cfg.texts[lang].ood:
                 log.info("language %s has no out-of-domain texts configured: no test_ood utterances", lang)
                 continue
@@ -125,16 +173,70 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
                     "lower the sizes or add text files"
                 )
             chosen, pools["ood" if split == "test_ood" else "in_domain"] = pool[:count], pool[count:]
-            voices = cfg.voices[split]
             for n, text in enumerate(chosen):
-                variant = voices[rng.randrange(len(voices))]
-                voice = Voice(
-                    ESPEAK_LANGUAGE_VOICE.get(lang, lang), variant, rng.randint(*cfg.rate), rng.randint(*cfg.pitch)
-                )
-                items.append(
-                    SyntheticItem(f"{lang}-{split}-{n:05d}", lang, split, text, voice, genders[variant], "espeak-ng")
-                )
+                items.append(_speak(cfg, lang, split, f"{lang}-{split}-{n:05d}", text, rng, genders))
     return items, text_stats
+
+
+def _speak(
+    cfg: SyntheticConfig, lang: str, split: str, uid: str, text: str, rng: random.Random, genders: dict[str, str]
+) -> SyntheticItem:
+    """The voice and settings of one utterance."""
+    if lang in cfg.festival:
+        names = cfg.festival[lang][split]
+        name = names[rng.randrange(len(names))]
+        voice = FestivalVoice(name, round(rng.uniform(*cfg.stretch), 3), round(rng.uniform(*cfg.shift), 3))
+        info = FESTIVAL_VOICES[name]
+        return SyntheticItem(uid, lang, split, text, voice, info.gender, "festival", info.age)
+    variants = cfg.voices[split]
+    variant = variants[rng.randrange(len(variants))]
+    voice = Voice(ESPEAK_LANGUAGE_VOICE.get(lang, lang), variant, rng.randint(*cfg.rate), rng.randint(*cfg.pitch))
+    return SyntheticItem(uid, lang, split, text, voice, genders[variant], "espeak-ng")
+
+
+def check_festival(cfg: SyntheticConfig) -> None:
+    """Festival languages name voices of their own language for every split they fill."""
+    for lang, splits in cfg.festival.items():
+        sizes = cfg.target_sizes if lang in cfg.targets else cfg.other_sizes
+        for split, count in sizes.items():
+            if count and not splits.get(split):
+                raise DwPipeError(f"prepare_data.synthetic.festival.{lang} names no voice for split {split}")
+        names = {v for vs in splits.values() for v in vs}
+        check_voices(names)
+        wrong = sorted(v for v in names if FESTIVAL_VOICES[v].language != lang)
+        if wrong:
+            raise DwPipeError(f"prepare_data.synthetic.festival.{lang}: voice(s) {wrong} speak another language")
+
+
+def voice_design(items: list[SyntheticItem]) -> dict[str, dict]:
+    """Per language: the voices of each split, test voices unseen in training, and the genders tested.
+
+    The report states these; a test split without a gender the language's
+    voices have, or (with three or more voices) without an unseen voice, is
+    logged as a warning.
+    """
+    by_lang: dict[str, dict[str, set[SyntheticItem]]] = {}
+    for it in items:
+        by_lang.setdefault(it.language, {}).setdefault(it.split, set()).add(it)
+    design = {}
+    for lang, splits in by_lang.items():
+        voices = {s: sorted({it.speaker for it in its}) for s, its in splits.items()}
+        trained = set(voices.get("train", []))
+        everyone = {it.speaker: it for its in splits.values() for it in its}
+        all_genders = sorted({it.gender for it in everyone.values()})
+        entry: dict = {"voices": voices, "genders": all_genders, "tests": {}}
+        for split in ("test", "test_ood"):
+            if split not in splits:
+                continue
+            genders = sorted({it.gender for it in splits[split]})
+            unseen = sorted(set(voices[split]) - trained)
+            entry["tests"][split] = {"genders": genders, "unseen_voices": unseen}
+            if genders != all_genders:
+                log.warning("language %s: %s has genders %s of the voices' %s", lang, split, genders, all_genders)
+            if trained and len(everyone) >= 3 and not unseen:
+                log.warning("language %s: %s has no voice unseen in training", lang, split)
+        design[lang] = entry
+    return design
 
 
 def _disjoint_pools(cfg: SyntheticConfig, lang: str, stats: Counter, rng: random.Random) -> dict[str, list[str]]:
@@ -143,7 +245,7 @@ def _disjoint_pools(cfg: SyntheticConfig, lang: str, stats: Counter, rng: random
     pools: dict[str, list[str]] = {}
     for kind, globs in (("in_domain", cfg.texts[lang].in_domain), ("ood", cfg.texts[lang].ood)):
         unique = []
-        for sentence in _sentences(cfg.fortunes_root, globs, lang, cfg, stats) if globs else []:
+        for sentence in _sentences(globs, lang, cfg, stats) if globs else []:
             key = normalize_for_dedup(sentence)
             if key in seen:
                 stats["duplicate"] += 1

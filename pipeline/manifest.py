@@ -34,6 +34,7 @@ class Utterance:
     source: str
     speaker: str = ""
     gender: str = "unknown"
+    age: str = ""  # child | adult | "" (not known)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

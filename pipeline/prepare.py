@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import SAMPLE_RATE, AudioError, Voice, load_audio, resample, synthesize, to_float_mono, write_wav
-from pipeline.corpus_synthetic import SyntheticConfig, check_split_voices, plan_corpus
+from pipeline.corpus_synthetic import SyntheticConfig, check_split_voices, plan_corpus, voice_design
 from pipeline.errors import DwPipeError
+from pipeline.festival import FestivalVoice, synthesize_festival
 from pipeline.fsutil import atomic_dir
 from pipeline.manifest import SPLITS, Checker, Rejection, Utterance, audio_problem, summarize, write_jsonl
 from pipeline.progress import progress
@@ -96,6 +97,8 @@ class Candidate:
 def _audio_samples(ref: object) -> np.ndarray:
     if isinstance(ref, tuple) and len(ref) == 2 and isinstance(ref[0], Voice):
         return synthesize(ref[1], ref[0])
+    if isinstance(ref, tuple) and len(ref) == 2 and isinstance(ref[0], FestivalVoice):
+        return synthesize_festival(ref[1], ref[0])
     if isinstance(ref, tuple):
         samples, rate = ref
         return resample(to_float_mono(np.asarray(samples)), int(rate))
@@ -176,6 +179,7 @@ def process(
                 source=r.get("source") or c.source,
                 speaker=str(r.get("speaker") or ""),
                 gender=normalize_gender(r.get("gender")),
+                age=normalize_age(r.get("age")),
             )
         )
     return kept, rejected
@@ -190,6 +194,19 @@ def normalize_gender(value: object) -> str:
     return "other" if text in ("other", "non-binary", "nonbinary") else "unknown"
 
 
+ADULT_AGES = frozenset(
+    {"adult", "twenties", "thirties", "fourties", "forties", "fifties", "sixties", "seventies", "eighties", "nineties"}
+)  # Common Voice's age bands from twenties on
+
+
+def normalize_age(value: object) -> str:
+    """``child``, ``adult``, or ``""`` where not known (a teenager is neither)."""
+    text = str(value or "").strip().lower()
+    if text in ("child", "children", "kid"):
+        return "child"
+    return "adult" if text in ADULT_AGES else ""
+
+
 def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]:
     check_split_voices(cfg.synthetic.voices)
     items, text_stats = plan_corpus(cfg.synthetic, cfg.seed)
@@ -201,15 +218,16 @@ def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]
                 "text": it.text,
                 "language": it.language,
                 "split": it.split,
-                "source": "synthetic-espeak-ng",
-                "speaker": f"espeak-{it.voice.language_voice}-{it.voice.variant}",
+                "source": f"synthetic-{it.source}",
+                "speaker": it.speaker,
                 "gender": it.gender,
+                "age": it.age,
             },
             (it.voice, it.text),
         )
         for it in items
     ]
-    return candidates, {"text_filter": text_stats}
+    return candidates, {"text_filter": text_stats, "voices": voice_design(items)}
 
 
 def local_candidates(manifest: Path, allow_outside: bool) -> Iterator[Candidate]:

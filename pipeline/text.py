@@ -10,6 +10,7 @@ Each rule that drops a sentence says which, so the summary can count them.
 from __future__ import annotations
 
 import re
+import struct
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ SCRIPT_LETTERS: dict[str, str] = {
     "ru": "а-яА-ЯёЁ",
     "bg": "а-яА-Я",
     "uk": "а-щА-ЩьюяЬЮЯєіїґЄІЇҐ'",
+    "ca": LATIN + "àèéíïòóúüçÀÈÉÍÏÒÓÚÜÇ·",
+    "fi": LATIN + "äöåÄÖÅšžŠŽ",
 }
 CJK = "\u4e00-\u9fff"
 PUNCT = " ,.;:!?¡¿'\"«»„“”‘’()–—-"
@@ -48,6 +51,35 @@ def fortune_entries(path: Path) -> Iterator[str]:
         body = " ".join(ln.strip() for ln in lines if ln.strip())
         if body:
             yield body
+
+
+def mo_messages(path: Path) -> Iterator[tuple[str, str]]:
+    """(English message, translation) pairs of a compiled gettext catalogue (``.mo``).
+
+    The header entry, untranslated and plural entries (their forms carry
+    counts) are left out; a message context (``ctx\\x04msgid``) is dropped.
+    Raises ValueError for a file that is not a catalogue.
+    """
+    data = path.read_bytes()
+    if len(data) < 20 or data[:4] not in (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde"):
+        raise ValueError(f"{path} is not a gettext .mo catalogue")
+    order = "<" if data[:4] == b"\xde\x12\x04\x95" else ">"
+    count, ids_at, strs_at = struct.unpack(order + "3I", data[8:20])
+
+    def entry(table: int, n: int) -> bytes:
+        length, offset = struct.unpack(order + "2I", data[table + 8 * n : table + 8 * n + 8])
+        return data[offset : offset + length]
+
+    charset = "utf-8"
+    for n in range(count):
+        msgid, msgstr = entry(ids_at, n), entry(strs_at, n)
+        if not msgid:
+            found = re.search(rb"charset=([\w.-]+)", msgstr)
+            charset = found.group(1).decode("ascii") if found and found.group(1) != b"CHARSET" else charset
+            continue
+        if b"\x00" in msgid or not msgstr:
+            continue
+        yield msgid.split(b"\x04")[-1].decode(charset, errors="replace"), msgstr.decode(charset, errors="replace")
 
 
 def split_sentences(text: str, language: str) -> list[str]:
@@ -72,6 +104,8 @@ def sentence_problem(sentence: str, language: str, min_units: int, max_units: in
         return "characters implausible for the language"
     if not re.search(r"[.!?。！？]$", sentence):
         return "not a complete sentence"
+    if any(any(c.isupper() for c in word[1:]) for word in re.findall(r"\w+", sentence)):
+        return "acronym or mixed-case name"  # GIF, GStreamer, POSIX, НЕТ: a voice spells or garbles them
     marks = DIACRITICS.get(language)
     if marks and units >= MIN_WORDS_FOR_DIACRITIC_CHECK and not re.search(f"[{marks}]", sentence):
         return "no diacritics (likely ASCII-transliterated)"

@@ -3,8 +3,10 @@
 #
 #     bash scripts/setup.sh        # or: make setup
 #
-# 1. Installs the system packages: Python with venv, git and make, espeak-ng
-#    and the fortunes-* sentences for the embedded speech corpus.
+# 1. Installs the system packages: Python with venv, git and make; for the
+#    embedded speech corpus espeak-ng, Festival with its Czech, Catalan and
+#    Finnish voices, the fortunes-* sentences, and the packages whose
+#    translated messages (gettext catalogues) give Catalan and Finnish text.
 # 2. Makes the virtual environment .venv in the checkout (with $PYTHON, else
 #    the python3 on PATH, e.g. Debian's own, which is externally managed and
 #    so takes no packages outside a venv).
@@ -31,7 +33,13 @@ fi
 
 # python3-venv: Debian's python3 makes no venv without it (no ensurepip).
 APT_PACKAGES=(python3 python3-venv git make espeak-ng
-  fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh)
+  fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh
+  festival festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb festvox-ca-ona-hts
+  festvox-suopuhe-lj festvox-suopuhe-mv
+  # gettext catalogues named in params.yaml prepare_data.synthetic.texts (ca, fi)
+  libgtk2.0-common libgstreamer1.0-0 gsettings-desktop-schemas appstream libglib2.0-data libgdk-pixbuf2.0-common
+  libavahi-common-data at-spi2-common
+  coreutils apt libc-l10n gnupg-l10n login tar findutils bash binutils-common sed grep diffutils xz-utils wget gettext)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
