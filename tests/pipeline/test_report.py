@@ -61,8 +61,19 @@ def rows() -> list[dict]:
     """The teacher and an export (float32 and int8) and an untimed PyTorch student; the export on cs only."""
     untimed = {"decode_seconds": None, "rtfx": None}
     return [
-        _row("ct2:teacher", "float32", "en", 0.10, [0.05, 0.15]),
-        _row("ct2:teacher", "float32", "cs", 0.20, [0.10, 0.30]),
+        _row("ct2:teacher", "float32", "en", 0.10, [0.05, 0.15], substitutions=5, insertions=5),
+        _row(
+            "ct2:teacher",
+            "float32",
+            "cs",
+            0.20,
+            [0.10, 0.30],
+            ref_units=300,
+            substitutions=60,
+            audio_seconds=30.0,
+            decode_seconds=2.0,
+            rtfx=15.0,
+        ),  # fmt: skip
         _quantized("ct2:teacher", "en", 0.12, [0.06, 0.18], 0.10, [-0.01, 0.05]),
         _quantized("ct2:teacher", "cs", 0.25, [0.15, 0.35], 0.20, [0.01, 0.09]),
         _row("ct2:distilwhisper-cs", "float32", "cs", 0.15, [0.08, 0.22]),
@@ -142,8 +153,9 @@ def test_speed_plot_pools_each_timed_run_in_the_same_colours_and_markers(rows):
     plot = speed_vs_wer(rows, style)
     dots = {c.get_label(): c for c in plot.figure.axes[0].collections if isinstance(c, PathCollection)}
     assert "student-distilwhisper float32" not in dots  # untimed
-    # ct2:teacher float32: (10 + 20) errors / 200 words = 15 %, 20 s audio / 2 s decoding = RTFx 10
-    assert tuple(dots["ct2:teacher float32"].get_offsets()[0]) == pytest.approx((10.0, 15.0))
+    # ct2:teacher float32: (5 + 5 + 60) errors / (100 + 300) words = 17.5 % (the mean of 10 % and 20 % would be
+    # 15 %); (10 + 30) s of audio / (1 + 2) s of decoding = RTFx 13.33
+    assert tuple(dots["ct2:teacher float32"].get_offsets()[0]) == pytest.approx((40 / 3, 17.5))
     for label, dot in dots.items():
         model, ctype = label.split()
         marker = MarkerStyle(style.markers[ctype])
