@@ -5,14 +5,17 @@ insertions, so decoding loops stay visible); the checks the pipeline is
 judged by on the target languages (DistilWhisper vs the untrained student,
 the CLSR-only student and the teacher; in-domain and out-of-domain); the
 quantization-induced change per language ordered by Whisper's training
-hours; and the per-gender gaps. ``summary.json`` carries the key numbers
-for DVC metrics; three PNG plots go beside them.
+hours; and female vs male error rates with their intervals.
+``summary.json`` carries the key numbers for DVC metrics; three PNG plots
+(:mod:`pipeline.report_plots`) go beside them, each with a caption in
+report.md saying what to read from it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,89 +144,62 @@ def quantization_table(rows: list[dict], cfg: ReportConfig) -> tuple[list[str], 
     return lines, deltas
 
 
+def _group_cell(row: dict | None) -> str:
+    """``rate [95 % CI] (n=utterances)``; the interval only where the benchmark row carries one."""
+    if row is None:
+        return "-"
+    ci = row.get("ci95")
+    interval = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and all(math.isfinite(x) for x in ci) else ""
+    return f"{100 * row['error_rate']:.1f}{interval} (n={row['n_utterances']})"
+
+
+def _gender_note(groups: dict[str, dict]) -> str:
+    """Why a row has no gap, and the groups other than female and male (unknown, child, ...)."""
+    female, male = "gender=female" in groups, "gender=male" in groups
+    notes = []
+    if not (female and male):
+        notes.append("only female voices" if female else "only male voices" if male else "no female or male voices")
+    notes += [f"{g}: {_group_cell(r)}" for g, r in sorted(groups.items()) if g not in ("gender=female", "gender=male")]
+    return "; ".join(notes)
+
+
 def gender_table(rows: list[dict]) -> list[str]:
-    index = _index(rows)
-    lines = ["| model | type | dataset | language | female | male | gap (f - m) |", "|---|---|---|---|---|---|---|"]
+    """Female vs male error rate per dataset, language and run; a language short of one gender says so."""
+    groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        if r["group"] != "gender=female":
-            continue
-        male = _rate(index, r["model"], r["compute_type"], r["dataset"], r["language"], "gender=male")
-        if male:
-            lines.append(
-                f"| {r['model']} | {r['compute_type']} | {r['dataset']} | {r['language']} | {100 * r['error_rate']:.1f} | "
-                f"{100 * male['error_rate']:.1f} | {100 * (r['error_rate'] - male['error_rate']):+.1f} |"
-            )
-    return lines
-
-
-def plots(rows: list[dict], deltas: list[dict], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hours = whisper_training_hours()
-    test = [r for r in rows if r["dataset"] == "test" and r["group"] == "all"]
-    langs = by_resource_level(sorted({r["language"] for r in test}))
-    runs = sorted({(r["model"], r["compute_type"]) for r in test})
-    fig, ax = plt.subplots(figsize=(max(8, len(langs)), 5))
-    width = 0.8 / max(len(runs), 1)
-    for i, (model, ctype) in enumerate(runs):
-        values = [
-            next(
-                (
-                    100 * r["error_rate"]
-                    for r in test
-                    if r["model"] == model and r["compute_type"] == ctype and r["language"] == lang
-                ),
-                0,
-            )
-            for lang in langs
-        ]
-        ax.bar([x + i * width for x in range(len(langs))], values, width, label=f"{model} {ctype}")
-    ax.set_xticks([x + 0.4 for x in range(len(langs))], langs)
-    ax.set_ylabel("error rate (%) on test")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "wer_per_language.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in deltas:
-        ax.scatter(hours.get(r["language"], 0.1), 100 * r["delta"], label=f"{r['model']} {r['dataset']}")
-        ax.annotate(r["language"], (hours.get(r["language"], 0.1), 100 * r["delta"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("Whisper training hours (log)")
-    ax.set_ylabel("quantized - float32 error rate (points)")
-    fig.tight_layout()
-    fig.savefig(out / "quantization_delta_vs_hours.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    timed = {}
-    for r in test:
-        if r["rtfx"]:
-            key = (r["model"], r["compute_type"])
-            a, e, u = timed.get(key, (0.0, 0, 0))
-            timed[key] = (
-                a + r["audio_seconds"],
-                e + r["substitutions"] + r["deletions"] + r["insertions"],
-                u + r["ref_units"],
-            )
-    for (model, ctype), (audio, errors, units) in timed.items():
-        rt = [r for r in test if r["model"] == model and r["compute_type"] == ctype and r["rtfx"]]
-        decode = sum(r["decode_seconds"] for r in rt)
-        ax.scatter(audio / decode, 100 * errors / max(units, 1))
-        ax.annotate(f"{model} {ctype}", (audio / decode, 100 * errors / max(units, 1)), fontsize=6)
-    ax.set_xlabel("RTFx (audio s / decode s)")
-    ax.set_ylabel("error rate (%) on test, all languages")
-    fig.tight_layout()
-    fig.savefig(out / "speed_vs_wer.png", dpi=100)
-    plt.close(fig)
-    return ["wer_per_language.png", "quantization_delta_vs_hours.png", "speed_vs_wer.png"]
+        if r["group"] != "all":
+            groups.setdefault((r["model"], r["compute_type"], r["dataset"], r["language"]), {})[r["group"]] = r
+    if not any(g in ("gender=female", "gender=male") for by_group in groups.values() for g in by_group):
+        return ["No utterance is labelled female or male: no gaps to show."]
+    rank = {lang: i for i, lang in enumerate(by_resource_level(sorted({r["language"] for r in rows})))}
+    runs = sorted(
+        {(r["dataset"], r["language"], r["model"], r["compute_type"]) for r in rows if r["group"] == "all"},
+        key=lambda k: (k[0], rank[k[1]], k[2], k[3]),
+    )
+    lines = [
+        "| dataset | language | model | type | female [95 % CI] | male [95 % CI] | gap (f - m) | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, lang, model, ctype in runs:
+        by_group = groups.get((model, ctype, dataset, lang), {})
+        female, male = by_group.get("gender=female"), by_group.get("gender=male")
+        gap = f"{100 * (female['error_rate'] - male['error_rate']):+.1f}" if female and male else "-"
+        lines.append(
+            f"| {dataset} | {lang} | {model} | {ctype} | {_group_cell(female)} | {_group_cell(male)} | {gap} | "
+            f"{_gender_note(by_group)} |"
+        )
+    return lines + [
+        "",
+        "Error rates in %, with the 95 % bootstrap interval over each group's utterances and their number. "
+        "The gap is female minus male, in points; the benchmark gives no interval for it. The two groups are "
+        "different utterances (voices and sentences), so intervals that do not overlap point to a real gap and "
+        "overlapping ones do not settle it.",
+    ]
 
 
 def make_report(cfg: ReportConfig) -> dict:
+    from pipeline.report_plots import draw_plots, save_plots  # matplotlib loads only when a report is made
+
     metrics = json.loads((cfg.bench / "metrics.json").read_text())
     rows = metrics["rows"]
     targets = metrics.get("target_languages") or []
@@ -249,8 +225,11 @@ def make_report(cfg: ReportConfig) -> dict:
     text += ["## Quantization-induced change, by resource level", ""] + qlines + [""]
     text += ["## Gender gaps", ""] + gender_table(rows) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        images = plots(rows, deltas, tmp)
-        text += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
+        figures = draw_plots(rows, deltas, targets)
+        save_plots(figures, tmp)
+        text += ["## Plots", ""]
+        for plot in figures:
+            text += [f"![{plot.name}]({plot.name})", "", f"*{plot.caption}*", ""]
         (tmp / "report.md").write_text("\n".join(text), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps({"targets": summary}, indent=2) + "\n", encoding="utf-8")
     return summary
