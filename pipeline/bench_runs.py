@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -45,6 +45,48 @@ class Run:
     model_size_mb: float
     reference: str | None = None  # "model|compute_type" of the run this one is compared with
     reused_ids: frozenset[str] = frozenset()  # decoded from another model's identical encoder outputs (time charged)
+    max_new_tokens: int | None = None  # the cap the hypotheses were decoded at
+    capped: list[bool] | None = None  # per utterance: the decode hit the cap (no end-of-text); None: not known
+    # The target-language utterances again at longer caps (benchmark.loop_caps), derived from one longer decode.
+    at_caps: dict[int, Run] = field(default_factory=dict)
+    mismatched_ids: frozenset[str] = frozenset()  # the longer decode's first max_new_tokens ids differ from the run's
+
+
+def run_record(run: Run) -> dict:
+    """``run`` as JSON (its utterances by id), for :func:`run_from_record`."""
+    return {
+        "ids": [u.id for u in run.utts],
+        "hyps": run.hyps,
+        "effective_compute_type": run.effective_compute_type,
+        "decode_seconds": run.decode_seconds,
+        "peak_rss_mb": run.peak_rss_mb,
+        "model_size_mb": run.model_size_mb,
+        "reference": run.reference,
+        "reused_ids": sorted(run.reused_ids),
+        "max_new_tokens": run.max_new_tokens,
+        "capped": run.capped,
+        "at_caps": {str(cap): run_record(r) for cap, r in run.at_caps.items()},
+        "mismatched_ids": sorted(run.mismatched_ids),
+    }
+
+
+def run_from_record(key: Key, record: dict, by_id: dict[str, Utterance]) -> Run:
+    return Run(
+        key[0],
+        key[1],
+        record["effective_compute_type"],
+        [by_id[i] for i in record["ids"]],
+        record["hyps"],
+        record["decode_seconds"],
+        record["peak_rss_mb"],
+        record["model_size_mb"],
+        record["reference"],
+        frozenset(record["reused_ids"]),
+        record["max_new_tokens"],
+        record["capped"],
+        {int(cap): run_from_record(key, r, by_id) for cap, r in record["at_caps"].items()},
+        frozenset(record["mismatched_ids"]),
+    )
 
 
 def _version(package: str) -> str | None:
@@ -118,21 +160,10 @@ class PartialRuns:
         if saved.get("key") != list(key) or saved.get("fingerprint") != fingerprint:
             log.info("%s|%s: kept run is from other inputs or settings; decoding it again", *key)
             return None
-        runs = {}
-        for dataset, run in saved["runs"].items():
-            by_id = {u.id: u for u in scope.get(dataset, [])}
-            runs[dataset] = Run(
-                key[0],
-                key[1],
-                run["effective_compute_type"],
-                [by_id[i] for i in run["ids"]],
-                run["hyps"],
-                run["decode_seconds"],
-                run["peak_rss_mb"],
-                run["model_size_mb"],
-                run["reference"],
-                frozenset(run["reused_ids"]),
-            )
+        runs = {
+            dataset: run_from_record(key, run, {u.id: u for u in scope.get(dataset, [])})
+            for dataset, run in saved["runs"].items()
+        }
         log.info("%s|%s: finished by an earlier, interrupted benchmark; kept", *key)
         return runs
 
@@ -142,19 +173,7 @@ class PartialRuns:
             "key": list(key),
             "fingerprint": _fingerprint(made_from),
             "made_from": made_from,  # for a reader; the fingerprint alone decides
-            "runs": {
-                dataset: {
-                    "ids": [u.id for u in run.utts],
-                    "hyps": run.hyps,
-                    "effective_compute_type": run.effective_compute_type,
-                    "decode_seconds": run.decode_seconds,
-                    "peak_rss_mb": run.peak_rss_mb,
-                    "model_size_mb": run.model_size_mb,
-                    "reference": run.reference,
-                    "reused_ids": sorted(run.reused_ids),
-                }
-                for dataset, run in runs.items()
-            },
+            "runs": {dataset: run_record(run) for dataset, run in runs.items()},
         }
         atomic_write_text(self._path(key), json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -23,6 +23,10 @@ stored output and are charged the encoder seconds measured for it (rows
 count these utterances in ``encoder_reused``).
 Memory: the peak resident set size sampled while a model decodes (process
 wide: it includes the shared log-mel features and encoder outputs).
+Loops: with ``loop_caps``, the target languages are also scored at those longer caps (rows of group
+``cap=<N>``), from one untimed longer decode of the batches where a row hit the cap
+(:mod:`pipeline.bench_caps`); every row records its cap (``max_new_tokens``) and how many utterances hit it
+(``capped``).
 Interruption: each finished model is kept (:mod:`pipeline.bench_runs`), so a
 rerun decodes only the models a kill or Ctrl-C left unfinished; its timings
 are those measured when it ran, and a model that now encodes for itself what
@@ -44,6 +48,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from pipeline.bench_caps import Caps, with_caps
 from pipeline.bench_runs import PartialRuns, Run, shared_inputs
 from pipeline.manifest import Utterance, load_manifest
 from pipeline.scoring import Counts, count_errors, metric_for, normalize
@@ -66,9 +71,24 @@ class BenchmarkConfig:
     hf_teacher: bool = True
     targets_only: tuple[str, ...] = ()  # models decoded on the target languages only (e.g. student-clsr)
     max_new_tokens: int = 128
+    # Longer caps (new tokens) the target languages are scored at too, as a user's default decode runs
+    # (decode.DEFAULT_CAPS): their rows are group "cap=<N>"; non-target languages stay at max_new_tokens.
+    loop_caps: tuple[int, ...] = ()
     batch_size: int = 16
     bootstrap: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from pipeline.config import ConfigError
+        from pipeline.decode import DECODER_POSITIONS, PROMPT_TOKENS
+
+        limit = DECODER_POSITIONS - PROMPT_TOKENS
+        wrong = [c for c in self.loop_caps if not self.max_new_tokens < c <= limit]
+        if wrong:
+            raise ConfigError(
+                f"benchmark.loop_caps {wrong}: each cap must exceed max_new_tokens ({self.max_new_tokens}) and be at "
+                f"most {limit} (Whisper's {DECODER_POSITIONS} decoder positions minus the {PROMPT_TOKENS}-token prompt)"
+            )
 
 
 class PeakRSS:
@@ -120,8 +140,11 @@ def bootstrap_ci(
     return round(float(low), 4), round(float(high), 4)
 
 
-def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Metric rows (per language, and per language x gender) and hypothesis rows of a run."""
+def score_rows(
+    run: Run, dataset: str, reference: Run | None, reps: int, seed: int, label: str | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Metric rows (per language, and per language x gender) and hypothesis rows of a run; with ``label``, one row
+    per language under that label (a longer cap's run: its rows must not take the place of the ``all`` rows)."""
     per_utt = [
         count_errors(normalize(u.text, u.language), normalize(h, u.language)) for u, h in zip(run.utts, run.hyps)
     ]
@@ -136,8 +159,9 @@ def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: i
     audio_total = sum(u.duration for u in run.utts)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, u in enumerate(run.utts):
-        groups.setdefault((u.language, "all"), []).append(i)
-        groups.setdefault((u.language, f"gender={u.gender}"), []).append(i)
+        groups.setdefault((u.language, label or "all"), []).append(i)
+        if label is None:
+            groups.setdefault((u.language, f"gender={u.gender}"), []).append(i)
     for (lang, group), idx in sorted(groups.items()):
         total = Counts()
         for i in idx:
@@ -167,7 +191,11 @@ def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: i
             "model_size_mb": run.model_size_mb,
             "reference": run.reference,
             "encoder_reused": sum(1 for i in idx if run.utts[i].id in run.reused_ids),
+            "max_new_tokens": run.max_new_tokens,
+            "capped": sum(run.capped[i] for i in idx) if run.capped is not None else None,
         }
+        if label is not None:
+            row["prefix_mismatches"] = sum(1 for i in idx if run.utts[i].id in run.mismatched_ids)
         if ref_counts is not None:
             ref_total = Counts()
             for i in idx:
@@ -176,20 +204,30 @@ def score_rows(run: Run, dataset: str, reference: Run | None, reps: int, seed: i
             row["delta"] = round(total.rate - ref_total.rate, 4)
             row["delta_ci95"] = bootstrap_ci([per_utt[i] for i in idx], reps, rng, [ref_counts[i] for i in idx])
         rows.append(row)
-    for u, h in zip(run.utts, run.hyps):
-        hyps.append(
-            {
-                "model": run.model,
-                "compute_type": run.compute_type,
-                "dataset": dataset,
-                "id": u.id,
-                "language": u.language,
-                "ref": u.text,
-                "hyp": h,
-                "ref_norm": normalize(u.text, u.language),
-                "hyp_norm": normalize(h, u.language),
+    if label is not None:
+        return rows, []  # its hypotheses go with the run's own lines (at_caps)
+    longer = {cap: dict(zip((u.id for u in r.utts), zip(r.hyps, r.capped or []))) for cap, r in run.at_caps.items()}
+    for i, (u, h) in enumerate(zip(run.utts, run.hyps)):
+        line = {
+            "model": run.model,
+            "compute_type": run.compute_type,
+            "dataset": dataset,
+            "id": u.id,
+            "language": u.language,
+            "ref": u.text,
+            "hyp": h,
+            "ref_norm": normalize(u.text, u.language),
+            "hyp_norm": normalize(h, u.language),
+            "max_new_tokens": run.max_new_tokens,
+            "capped": run.capped[i] if run.capped is not None else None,
+        }
+        caps = {str(cap): by_id[u.id] for cap, by_id in longer.items() if u.id in by_id}
+        if caps:
+            line["at_caps"] = {
+                cap: {"hyp": hyp, "hyp_norm": normalize(hyp, u.language), "capped": hit}
+                for cap, (hyp, hit) in caps.items()
             }
-        )
+        hyps.append(line)
     return rows, hyps
 
 
@@ -238,11 +276,13 @@ def _hf_runs(
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from pipeline.decode import EncoderStore, encoder_identity, greedy_decode
-    from pipeline.student import StudentSpec, build_student, load_student
+    from pipeline import decode
+    from pipeline.decode import EncoderStore, encoder_identity
+    from pipeline.student import StudentSpec, build_student, load_student, set_language
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
     ns = eval_namespace(cfg)
+    caps = Caps(cfg.max_new_tokens, cfg.loop_caps, cfg.target_languages)
     device = torch.device("cpu")
     teacher_dir = Path(cfg.teacher)
     base, _, layers = cfg.untrained.partition("@")
@@ -272,28 +312,34 @@ def _hf_runs(
             store = EncoderStore(model, extractor, root, precompute=True, device=device, key=key, dtype=torch.float32)
             if end_to_end:
                 store.fill(utts[:1])
-                greedy_decode(model, utts[:1], store, tokenizer, ns)  # warm-up
+                decode.greedy_token_ids(model, utts[:1], store, tokenizer, ns)  # warm-up
                 store.memo.pop(utts[0].id)
             else:
                 store.fill(utts)
 
             def work(store=store, utts=utts, model=model):
                 store.fill(utts)
-                return greedy_decode(model, utts, store, tokenizer, ns)[0]
+                return decode.greedy_token_ids(model, utts, store, tokenizer, ns)[0]
 
-            hyps, seconds, peak = timed(work)
+            def redecode(chunk, store=store, model=model):
+                set_language(model, chunk[0].language)
+                return decode.generate_batch(model, chunk, store, tokenizer, max(cfg.loop_caps))
+
+            ids, seconds, peak = timed(work)
             size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-            runs.setdefault((name, "float32"), {})[dataset] = Run(
+            run = Run(
                 name,
                 "float32",
                 "float32",
                 utts,
-                hyps,
+                [tokenizer.decode(x, skip_special_tokens=True) for x in ids],
                 seconds if end_to_end else None,
                 peak,
                 round(size, 1),
                 reference=None if name == "student-untrained" else "student-untrained|float32",
             )
+            batches = decode.decode_batches(utts, cfg.batch_size)
+            runs.setdefault((name, "float32"), {})[dataset] = with_caps(run, ids, caps, tokenizer, redecode, batches)
         partial.save((name, "float32"), made_from, runs.get((name, "float32"), {}))
         del model
     return runs
@@ -346,11 +392,12 @@ def _ct2_runs(
     """
     import ctranslate2
 
+    from pipeline import decode
     from pipeline.ct2_format import encoder_fingerprint
-    from pipeline.decode import greedy_ctranslate2
     from pipeline.teacher import features_for, prompt_ids
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
+    caps = Caps(cfg.max_new_tokens, cfg.loop_caps, cfg.target_languages)
     features: dict[str, np.ndarray] = {}  # log-mel per utterance, computed once for every model
 
     def features_of(chunk: list[Utterance], root: Path) -> np.ndarray:
@@ -385,34 +432,40 @@ def _ct2_runs(
                 continue
             root = Path(cfg.datasets[dataset]).parent
             prompts = {u.id: prompt_ids(tokenizer, u.language) for u in utts}
-            greedy_ctranslate2(model, features_of(utts[:1], root), [prompts[utts[0].id]], cfg.max_new_tokens)  # warm-up
+            warm_up = features_of(utts[:1], root)
+            decode.greedy_ctranslate2(model, warm_up, [prompts[utts[0].id]], cfg.max_new_tokens)
             charged = {"seconds": 0.0, "reused": []}
 
-            def work(utts=utts, root=root, model=model, prompts=prompts, charged=charged):
-                hyps = []
-                for i in range(0, len(utts), cfg.batch_size):
-                    chunk = utts[i : i + cfg.batch_size]
+            batches = [utts[i : i + cfg.batch_size] for i in range(0, len(utts), cfg.batch_size)]
+
+            def work(batches=batches, root=root, model=model, prompts=prompts, charged=charged):
+                ids = []
+                for chunk in batches:
                     encoded, seconds, reused = shared.batch(model, chunk, lambda c: features_of(c, root))
                     charged["seconds"] += seconds
                     charged["reused"] += reused
-                    ids = greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], cfg.max_new_tokens)
-                    hyps += [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
-                return hyps
+                    ids += decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], cfg.max_new_tokens)
+                return ids
 
-            hyps, seconds, peak = timed(work)
+            def redecode(chunk, model=model, prompts=prompts):  # the same batch from the same encoder outputs
+                encoded = np.stack([shared.outputs[u.id] for u in chunk])
+                return decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], max(cfg.loop_caps))
+
+            ids, seconds, peak = timed(work)
             ref_type = "float32"
-            runs.setdefault((f"ct2:{name}", info["requested_compute_type"]), {})[dataset] = Run(
+            run = Run(
                 f"ct2:{name}",
                 info["requested_compute_type"],
                 info["effective_compute_type"],
                 utts,
-                hyps,
+                [tokenizer.decode(x, skip_special_tokens=True) for x in ids],
                 seconds + charged["seconds"],
                 peak,
                 info["model_size_mb"],
                 reference=None if info["requested_compute_type"] == ref_type else f"ct2:{name}|{ref_type}",
                 reused_ids=frozenset(charged["reused"]),
             )
+            runs.setdefault(run_key, {})[dataset] = with_caps(run, ids, caps, tokenizer, redecode, batches)
         partial.save(run_key, made_from, runs.get(run_key, {}))
         del model
     return runs
@@ -454,6 +507,7 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data, partial: PartialRuns) -> di
                 seconds,
                 peak,
                 info["model_size_mb"],
+                max_new_tokens=cfg.max_new_tokens,  # which utterances hit it is not known: faster-whisper gives text
             )
         partial.save(run_key, made_from, runs.get(run_key, {}))
         del model
@@ -466,7 +520,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     data = load_datasets(cfg)
-    settings = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
+    settings = {
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+        "loop_caps": sorted(cfg.loop_caps),  # which utterances get the longer decodes, and how long
+        "target_languages": sorted(cfg.target_languages) if cfg.loop_caps else None,
+    }
     partial = PartialRuns(Path(cfg.out_dir), shared_inputs(cfg.datasets, data, Path(cfg.teacher), settings))
     runs = _hf_runs(cfg, data, extractor, tokenizer, partial)
     runs |= _ct2_runs(cfg, data, extractor, tokenizer, partial)
@@ -481,6 +540,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
             r, h = score_rows(run, dataset, ref, cfg.bootstrap, cfg.seed)
             rows += r
             hyps += h
+            for cap, longer in run.at_caps.items():
+                ref_longer = ref.at_caps.get(cap) if ref is not None else None
+                rows += score_rows(longer, dataset, ref_longer, cfg.bootstrap, cfg.seed, label=f"cap={cap}")[0]
     extra = {
         "config": json.loads(json.dumps(cfg.__dict__, default=str)),
         "target_languages": list(cfg.target_languages),

@@ -145,43 +145,83 @@ def count_real_positions(model, eos_id: int):
         state.decoder_mask = None
 
 
-def greedy_decode(
+def decode_batches(utts: list[Utterance], batch_size: int) -> list[list[Utterance]]:
+    """The batches :func:`greedy_token_ids` decodes: one language at a time (sorted), in order within it.
+
+    A language's batches depend on its own utterances only, so a later pass over
+    some languages can rebuild exactly the batches the first pass decoded."""
+    return language_batches(utts, batch_size, by_language=True)
+
+
+def text_tokens(ids: list[int], eos_id: int) -> list[int]:
+    """The generated ids before the first end-of-text (``generate`` pads finished rows with it after)."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+def generate_batch(
+    model, chunk: list[Utterance], store: EncoderStore, tokenizer, max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy ids of one single-language batch, before end-of-text: ``max_new_tokens`` ids when a row hit the cap.
+
+    The caller sets the routing language (:func:`pipeline.student.set_language`)."""
+    lang = chunk[0].language
+    prompt = prompt_ids(tokenizer, lang)
+    with torch.inference_mode(), quiet_generate(), count_real_positions(model, tokenizer.eos_token_id):
+        out = model.generate(
+            **store.kwargs(chunk),
+            decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
+            language=lang,
+            task="transcribe",
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            return_timestamps=False,
+        )
+    return [text_tokens(strip_prompt(seq.tolist(), prompt), tokenizer.eos_token_id) for seq in out]
+
+
+def greedy_token_ids(
     model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
-) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Greedy hypotheses with hard gates (one language per batch), and each language's gate rates.
+) -> tuple[list[list[int]], dict[str, dict[str, float]]]:
+    """Greedy ids per utterance (before end-of-text) with hard gates, one language per batch, and each
+    language's gate rates.
 
     ``generate`` is given the language and task, so it runs no language-detection forward of its own (which
     would route and count one more position per row); gate rates count real positions only
     (:func:`count_real_positions`)."""
     model.eval()
-    hyps: dict[str, str] = {}
+    ids: dict[str, list[int]] = {}
     rates: dict[str, dict[str, float]] = {}
     state = getattr(model, "_clsr_state", None)
+    batches = decode_batches(utts, cfg.eval_batch_size)
     for lang in sorted({u.language for u in utts}):
-        group = [u for u in utts if u.language == lang]
         set_language(model, lang)
         if state is not None:
             state.reset()
             state.decoder_mask = None
-        prompt = prompt_ids(tokenizer, lang)
-        for i in range(0, len(group), cfg.eval_batch_size):
-            chunk = group[i : i + cfg.eval_batch_size]
-            with torch.inference_mode(), quiet_generate(), count_real_positions(model, tokenizer.eos_token_id):
-                out = model.generate(
-                    **store.kwargs(chunk),
-                    decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
-                    language=lang,
-                    task="transcribe",
-                    do_sample=False,
-                    num_beams=1,
-                    max_new_tokens=cfg.max_new_tokens,
-                    return_timestamps=False,
-                )
-            for u, seq in zip(chunk, out):
-                hyps[u.id] = tokenizer.decode(strip_prompt(seq.tolist(), prompt), skip_special_tokens=True)
+        for chunk in (b for b in batches if b[0].language == lang):
+            ids.update(zip((u.id for u in chunk), generate_batch(model, chunk, store, tokenizer, cfg.max_new_tokens)))
         if state is not None:
             rates[lang] = state.rates()
-    return [hyps[u.id] for u in utts], rates
+    return [ids[u.id] for u in utts], rates
+
+
+def greedy_decode(
+    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
+) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Greedy hypotheses of :func:`greedy_token_ids`, and each language's gate rates."""
+    ids, rates = greedy_token_ids(model, utts, store, tokenizer, cfg)
+    return [tokenizer.decode(x, skip_special_tokens=True) for x in ids], rates
+
+
+# Whisper's decoder has 448 positions; our prompt takes 4 (<|startoftranscript|><|lang|><|transcribe|><|notimestamps|>).
+DECODER_POSITIONS = 448
+PROMPT_TOKENS = 4
+# What a user's decode is capped at by default, in new tokens: transformers' generate fills the decoder
+# (generation_config.max_length 448 counts the prompt: 448 - 4); CTranslate2's generate (max_length 448,
+# halved: see ct2_max_length), faster-whisper (passes 448) and OpenAI's whisper (sample_len = n_text_ctx // 2)
+# stop at 224.
+DEFAULT_CAPS = {"transformers": DECODER_POSITIONS - PROMPT_TOKENS, "ctranslate2": DECODER_POSITIONS // 2}
 
 
 def ct2_max_length(max_new_tokens: int) -> int:

@@ -167,7 +167,7 @@ def gender_table(rows: list[dict]) -> list[str]:
     """Female vs male error rate per dataset, language and run; a language short of one gender says so."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        if r["group"] != "all":
+        if r["group"].startswith(("gender=", "age=")):
             groups.setdefault((r["model"], r["compute_type"], r["dataset"], r["language"]), {})[r["group"]] = r
     if not any(g in ("gender=female", "gender=male") for by_group in groups.values() for g in by_group):
         return ["No utterance is labelled female or male: no gaps to show."]
@@ -197,6 +197,41 @@ def gender_table(rows: list[dict]) -> list[str]:
     ]
 
 
+def loop_cap_table(rows: list[dict]) -> list[str]:
+    """Per target cell and model: the error rate at the benchmark's cap and at each longer cap (rows of group
+    ``cap=<N>``, benchmark.loop_caps), each with the utterances that hit that cap: a loop, whose cost the cap
+    bounds."""
+    longer = [r for r in rows if r["group"].startswith("cap=")]
+    caps = sorted({r["max_new_tokens"] for r in longer})
+    if not caps:
+        return ["No rows at longer caps (benchmark.loop_caps is empty)."]
+    index = _index(rows)
+
+    def cell(row: dict | None) -> str:
+        if row is None:
+            return "-"
+        hit = "?" if row.get("capped") is None else row["capped"]
+        return f"{100 * row['error_rate']:.1f} ({hit}/{row['n_utterances']})"
+
+    base = sorted({r["max_new_tokens"] for r in rows if r["group"] == "all" and r.get("max_new_tokens")})
+    head = [f"at {c}" for c in base[:1] + caps]
+    lines = [
+        "Error rate in %, and (utterances that hit the cap / utterances), at each cap in new tokens.",
+        "",
+        "| dataset | language | model | type | " + " | ".join(head) + " |",
+        "|" + "---|" * (4 + len(head)),
+    ]
+    cells = sorted({(r["dataset"], r["language"], r["model"], r["compute_type"]) for r in longer})
+    for dataset, lang, model, ctype in cells:
+        values = [cell(_rate(index, model, ctype, dataset, lang))]
+        values += [cell(_rate(index, model, ctype, dataset, lang, f"cap={c}")) for c in caps]
+        lines.append(f"| {dataset} | {lang} | {model} | {ctype} | " + " | ".join(values) + " |")
+    mismatched = sum(r.get("prefix_mismatches") or 0 for r in longer)
+    if mismatched:
+        lines += ["", f"{mismatched} row(s) whose longer decode did not begin with the capped one (prefix_mismatches)."]
+    return lines
+
+
 def make_report(cfg: ReportConfig) -> dict:
     from pipeline.report_plots import draw_plots, save_plots  # matplotlib loads only when a report is made
 
@@ -224,6 +259,7 @@ def make_report(cfg: ReportConfig) -> dict:
         text += language_table(rows, dataset) + [""]
     text += ["## Quantization-induced change, by resource level", ""] + qlines + [""]
     text += ["## Gender gaps", ""] + gender_table(rows) + [""]
+    text += ["## Loops at Whisper's default cap", ""] + loop_cap_table(rows) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
         figures = draw_plots(rows, deltas, targets)
         save_plots(figures, tmp)

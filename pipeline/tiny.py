@@ -43,8 +43,12 @@ def tiny_whisper_config(layers: int = 2, d_model: int = 64, heads: int = 4, ffn:
     )
 
 
-def build_tiny_whisper(seed: int = SEED, layers: int = 2):
-    """A tiny random Whisper whose every parameter (biases and norms too) is non-trivial."""
+def build_tiny_whisper(seed: int = SEED, layers: int = 2, eos_bias: float = 0.0):
+    """A tiny random Whisper whose every parameter (biases and norms too) is non-trivial.
+
+    ``eos_bias`` adds that multiple of a fixed random direction to the embedding of ``<|endoftext|>`` (tied to
+    the output projection): around 0.25 the model ends some inputs within a few tokens and loops on others
+    until any cap (the random model without it never ends), as the loop tests need."""
     from transformers import WhisperForConditionalGeneration
 
     torch.manual_seed(seed)
@@ -53,16 +57,20 @@ def build_tiny_whisper(seed: int = SEED, layers: int = 2):
         for name, param in model.named_parameters():
             if "embed_positions" not in name:
                 param.add_(torch.randn_like(param) * 0.05)
+        if eos_bias:
+            eos = model.config.eos_token_id
+            direction = torch.randn(model.config.d_model, generator=torch.Generator().manual_seed(0))
+            model.get_decoder().embed_tokens.weight[eos] += eos_bias * direction
     return model
 
 
-def save_tiny_whisper(out: Path, seed: int = SEED, layers: int = 2) -> Path:
+def save_tiny_whisper(out: Path, seed: int = SEED, layers: int = 2, eos_bias: float = 0.0) -> Path:
     """A complete HF checkpoint folder (weights, generation config, tokenizer, feature extractor)."""
     from transformers import WhisperFeatureExtractor
 
     source = embedded_source("whisper-base")
     tokenizer_json = source.file("tokenizer.json")
-    model = build_tiny_whisper(seed, layers)
+    model = build_tiny_whisper(seed, layers, eos_bias)
     ct2_config = json.loads(source.file("config.json").read_text())
     ct2_config["alignment_heads"] = [[layers - 1, 0], [layers - 1, 2]]
     model.generation_config = generation_config_for(model.config, ct2_config, read_vocabulary(tokenizer_json))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ class Decodes:
     def __init__(self, monkeypatch, stop_at: int | None = None) -> None:
         self.models: list[object] = []  # the models themselves: an id could be reused once one is freed
         self.stop_at = stop_at
-        for name in ("greedy_decode", "greedy_ctranslate2"):
+        for name in ("greedy_token_ids", "generate_batch", "greedy_ctranslate2"):
             monkeypatch.setattr(decode, name, self._counting(getattr(decode, name)))
 
     def _counting(self, real):
@@ -110,3 +111,15 @@ def test_a_kept_run_from_other_inputs_is_decoded_again(tiny_hf_dir, bench_inputs
         decodes = Decodes(patch)
         run_benchmark(cfg)
     assert len(decodes.models) == 4  # the teacher among them
+
+
+def test_a_kept_run_at_other_loop_caps_is_decoded_again(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):
+    """The longer caps decide the kept hypotheses at those caps: a run kept under one is not reused under another."""
+    cfg = replace(_config(tiny_hf_dir, bench_inputs, tmp_path / "bench"), loop_caps=(6,))
+    _interrupted(cfg, monkeypatch, stop_at=2)  # the teacher's run (with its cap-6 hypotheses) is kept
+    with monkeypatch.context() as patch:
+        decodes = Decodes(patch)
+        run_benchmark(replace(cfg, loop_caps=(6, 9)))
+    assert len(decodes.models) == 4  # the teacher among them
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    assert {r["group"] for r in rows if r["model"] == "teacher"} >= {"cap=6", "cap=9"}
