@@ -64,11 +64,14 @@ def language_table(rows: list[dict], dataset: str) -> list[str]:
     return lines
 
 
+TEACHER_MARGIN = 0.10  # issue 12: at most 10 points above the teacher
+
+
 def target_checks(rows: list[dict], cfg: ReportConfig, targets: list[str]) -> tuple[list[str], dict]:
     """The bars from the end-to-end issue, per dataset and target language."""
     index = _index(rows)
     lines = [
-        "| dataset | language | distilwhisper | untrained | rel. gain vs untrained | clsr | teacher | ≥25 % gain | < clsr | ≤ teacher |",
+        "| dataset | language | distilwhisper | untrained | rel. gain vs untrained | clsr | teacher | ≥25 % gain | < clsr | ≤ teacher + 10 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     summary: dict = {}
@@ -84,7 +87,7 @@ def target_checks(rows: list[dict], cfg: ReportConfig, targets: list[str]) -> tu
             ok = [
                 gain >= 0.25,
                 clsr is not None and main["error_rate"] < clsr["error_rate"],
-                teacher is not None and main["error_rate"] <= teacher["error_rate"],
+                teacher is not None and main["error_rate"] <= teacher["error_rate"] + TEACHER_MARGIN,
             ]
             lines.append(
                 f"| {dataset} | {lang} | {_fmt(main)} | {_fmt(untrained)} | {100 * gain:.1f} % | {_fmt(clsr)} | {_fmt(teacher)} | "
