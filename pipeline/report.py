@@ -34,6 +34,7 @@ class ReportConfig:
     # (the same weights through CTranslate2; equal error rates in every language, tests/slow).
     teacher: str = "teacher"
     quantized: tuple[str, ...] = ("int8",)
+    prepared: Path | None = None  # prepare_data's folder: its summary.json says which voices each split heard
 
 
 def _index(rows: list[dict]) -> dict[tuple, dict]:
@@ -235,6 +236,32 @@ def loop_cap_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def voice_table(prepared: Path | None, targets: list[str]) -> list[str]:
+    """Which voices each target language's splits heard, whether the tests hold unseen voices and both genders."""
+    summary = prepared / "summary.json" if prepared else None
+    if summary is None or not summary.is_file():
+        return ["No prepare_data summary given (report.prepared): voices not listed."]
+    design = json.loads(summary.read_text(encoding="utf-8")).get("voices") or {}
+    if not design:
+        return ["The corpus records no voices (not the synthetic source)."]
+    lines = [
+        "| language | train voices | test voices | unseen in training | genders in test (of the voices') |",
+        "|---|---|---|---|---|",
+    ]
+    for lang in [t for t in targets if t in design] or sorted(design):
+        d = design[lang]
+        test = d["tests"].get("test", {"genders": [], "unseen_voices": []})
+        lines.append(
+            f"| {lang} | {', '.join(d['voices'].get('train', [])) or '-'} | {', '.join(d['voices'].get('test', []))} | "
+            f"{', '.join(test['unseen_voices']) or 'none'} | {', '.join(test['genders'])} ({', '.join(d['genders'])}) |"
+        )
+    return lines + [
+        "",
+        "A test voice heard in training measures new sentences, not a new speaker. A language with fewer than "
+        "three voices keeps them all for training, so its tests have no unseen voice.",
+    ]
+
+
 def make_report(cfg: ReportConfig) -> dict:
     from pipeline.report_plots import draw_plots, save_plots  # matplotlib loads only when a report is made
 
@@ -261,6 +288,7 @@ def make_report(cfg: ReportConfig) -> dict:
         ]
         text += language_table(rows, dataset) + [""]
     text += ["## Quantization-induced change, by resource level", ""] + qlines + [""]
+    text += ["## Voices of the target languages", ""] + voice_table(cfg.prepared, targets) + [""]
     text += ["## Gender gaps", ""] + gender_table(rows) + [""]
     text += ["## Loops at Whisper's default cap", ""] + loop_cap_table(rows) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:

@@ -201,3 +201,28 @@ def test_gender_table_without_gender_labels_says_so():
         _row("ct2:teacher", "float32", "cs", 0.2, [0.1, 0.3], group="gender=unknown"),
     ]
     assert gender_table(rows) == ["No utterance is labelled female or male: no gaps to show."]
+
+
+def test_voice_table_says_which_tests_hold_unseen_voices_and_both_genders(tmp_path):
+    from pipeline.report import voice_table
+
+    design = {
+        "cs": {
+            "voices": {"train": ["festival:a", "festival:b"], "test": ["festival:b", "festival:c"]},
+            "genders": ["female", "male"],
+            "tests": {"test": {"genders": ["female", "male"], "unseen_voices": ["festival:c"]}},
+        },
+        "ca": {
+            "voices": {"train": ["festival:o"], "test": ["festival:o"]},
+            "genders": ["female"],
+            "tests": {"test": {"genders": ["female"], "unseen_voices": []}},
+        },
+    }
+    (tmp_path / "summary.json").write_text(json.dumps({"voices": design}))
+    lines = voice_table(tmp_path, ["ca", "cs"])
+    assert lines[2] == "| ca | festival:o | festival:o | none | female (female) |"
+    assert (
+        lines[3]
+        == "| cs | festival:a, festival:b | festival:b, festival:c | festival:c | female, male (female, male) |"
+    )
+    assert voice_table(None, ["cs"]) == ["No prepare_data summary given (report.prepared): voices not listed."]
