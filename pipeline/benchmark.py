@@ -74,6 +74,9 @@ class BenchmarkConfig:
     # Longer caps (new tokens) the target languages are scored at too, as a user's default decode runs
     # (decode.DEFAULT_CAPS): their rows are group "cap=<N>"; non-target languages stay at max_new_tokens.
     loop_caps: tuple[int, ...] = ()
+    # Which engines decode those longer caps: ctranslate2 (the exports users deploy with faster-whisper)
+    # and/or transformers (the exact-routing students: on CPU their loops cost minutes per model).
+    loop_cap_engines: tuple[str, ...] = ("ctranslate2", "transformers")
     batch_size: int = 16
     bootstrap: int = 1000
     seed: int = 0
@@ -82,6 +85,9 @@ class BenchmarkConfig:
         from pipeline.config import ConfigError
         from pipeline.decode import DECODER_POSITIONS, PROMPT_TOKENS
 
+        unknown = sorted(set(self.loop_cap_engines) - {"ctranslate2", "transformers"})
+        if unknown:
+            raise ConfigError(f"benchmark.loop_cap_engines {unknown}: use ctranslate2 and/or transformers")
         limit = DECODER_POSITIONS - PROMPT_TOKENS
         wrong = [c for c in self.loop_caps if not self.max_new_tokens < c <= limit]
         if wrong:
@@ -241,6 +247,10 @@ def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float, float]:
     return result, seconds, rss.peak_mb
 
 
+def _loop_caps(cfg: BenchmarkConfig, engine: str) -> tuple[int, ...]:
+    return cfg.loop_caps if engine in cfg.loop_cap_engines else ()
+
+
 def eval_namespace(cfg: BenchmarkConfig) -> SimpleNamespace:
     return SimpleNamespace(eval_batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
 
@@ -282,7 +292,7 @@ def _hf_runs(
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
     ns = eval_namespace(cfg)
-    caps = Caps(cfg.max_new_tokens, cfg.loop_caps, cfg.target_languages)
+    caps = Caps(cfg.max_new_tokens, _loop_caps(cfg, "transformers"), cfg.target_languages)
     device = torch.device("cpu")
     teacher_dir = Path(cfg.teacher)
     base, _, layers = cfg.untrained.partition("@")
@@ -323,7 +333,7 @@ def _hf_runs(
 
             def redecode(chunk, store=store, model=model):
                 set_language(model, chunk[0].language)
-                return decode.generate_batch(model, chunk, store, tokenizer, max(cfg.loop_caps))
+                return decode.generate_batch(model, chunk, store, tokenizer, max(caps.loop_caps))
 
             ids, seconds, peak = timed(work)
             size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
@@ -397,7 +407,7 @@ def _ct2_runs(
     from pipeline.teacher import features_for, prompt_ids
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
-    caps = Caps(cfg.max_new_tokens, cfg.loop_caps, cfg.target_languages)
+    caps = Caps(cfg.max_new_tokens, _loop_caps(cfg, "ctranslate2"), cfg.target_languages)
     features: dict[str, np.ndarray] = {}  # log-mel per utterance, computed once for every model
 
     def features_of(chunk: list[Utterance], root: Path) -> np.ndarray:
@@ -449,7 +459,7 @@ def _ct2_runs(
 
             def redecode(chunk, model=model, prompts=prompts):  # the same batch from the same encoder outputs
                 encoded = np.stack([shared.outputs[u.id] for u in chunk])
-                return decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], max(cfg.loop_caps))
+                return decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], max(caps.loop_caps))
 
             ids, seconds, peak = timed(work)
             ref_type = "float32"
@@ -524,6 +534,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
         "loop_caps": sorted(cfg.loop_caps),  # which utterances get the longer decodes, and how long
+        "loop_cap_engines": sorted(cfg.loop_cap_engines),
         "target_languages": sorted(cfg.target_languages) if cfg.loop_caps else None,
     }
     partial = PartialRuns(Path(cfg.out_dir), shared_inputs(cfg.datasets, data, Path(cfg.teacher), settings))
