@@ -132,3 +132,24 @@ def test_the_default_caps_fit_both_engines(tiny_ct2):
     assert len(greedy_ctranslate2(engine, feats, [prompt], DEFAULT_CAPS["transformers"])[0]) == 444  # never ends
     view = ctranslate2.StorageView.from_array(feats)
     assert len(engine.generate(view, [prompt], beam_size=1)[0].sequences_ids[0]) == DEFAULT_CAPS["ctranslate2"]
+
+
+def test_loop_caps_only_for_the_engines_named(looping, tmp_path):
+    cfg = BenchmarkConfig(
+        datasets={"test": str(looping["test"])},
+        out_dir=tmp_path / "bench",
+        teacher=str(looping["hf"]),
+        untrained=str(looping["hf"]),
+        ct2_dir=str(looping["ct2"]),
+        target_languages=("pl", "cs"),
+        max_new_tokens=8,
+        loop_caps=(10,),
+        loop_cap_engines=("ctranslate2",),
+        bootstrap=10,
+    )
+    run_benchmark(cfg)
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    capped = {r["model"] for r in rows if r["group"] == "cap=10"}
+    assert capped == {"ct2:teacher"}, capped
+    with pytest.raises(ConfigError, match="loop_cap_engines"):
+        BenchmarkConfig(datasets={}, out_dir=tmp_path, teacher="t", untrained="u", loop_cap_engines=("onnx",))
