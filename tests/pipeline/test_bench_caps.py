@@ -64,10 +64,9 @@ def _direct(looping, model: str, cap: int) -> dict[str, list[int]]:
     return out
 
 
-def test_longer_caps_equal_a_decode_at_each_cap(looping, tmp_path):
-    from transformers import WhisperTokenizer
-
-    cfg = BenchmarkConfig(
+def _caps_config(looping, tmp_path: Path, **caps) -> BenchmarkConfig:
+    """The looping models' benchmark at cap 8, targets pl and cs, with the given loop-cap settings."""
+    return BenchmarkConfig(
         datasets={"test": str(looping["test"])},
         out_dir=tmp_path / "bench",
         teacher=str(looping["hf"]),
@@ -75,9 +74,15 @@ def test_longer_caps_equal_a_decode_at_each_cap(looping, tmp_path):
         ct2_dir=str(looping["ct2"]),
         target_languages=("pl", "cs"),
         max_new_tokens=8,
-        loop_caps=CAPS,
         bootstrap=10,
+        **caps,
     )
+
+
+def test_longer_caps_equal_a_decode_at_each_cap(looping, tmp_path):
+    from transformers import WhisperTokenizer
+
+    cfg = _caps_config(looping, tmp_path, loop_caps=CAPS)
     run_benchmark(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     lines = [json.loads(x) for x in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()]
@@ -135,18 +140,7 @@ def test_the_default_caps_fit_both_engines(tiny_ct2):
 
 
 def test_loop_caps_only_for_the_engines_named(looping, tmp_path):
-    cfg = BenchmarkConfig(
-        datasets={"test": str(looping["test"])},
-        out_dir=tmp_path / "bench",
-        teacher=str(looping["hf"]),
-        untrained=str(looping["hf"]),
-        ct2_dir=str(looping["ct2"]),
-        target_languages=("pl", "cs"),
-        max_new_tokens=8,
-        loop_caps=(10,),
-        loop_cap_engines=("ctranslate2",),
-        bootstrap=10,
-    )
+    cfg = _caps_config(looping, tmp_path, loop_caps=(10,), loop_cap_engines=("ctranslate2",))
     run_benchmark(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     capped = {r["model"] for r in rows if r["group"] == "cap=10"}
