@@ -107,5 +107,6 @@ def with_caps(
             max_new_tokens=cap,
             capped=[len(longer[u.id]) >= cap for u in utts],
             mismatched_ids=mismatched,
+            encoder_source=run.encoder_source,
         )
     return run

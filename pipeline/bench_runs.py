@@ -50,6 +50,7 @@ class Run:
     # The target-language utterances again at longer caps (benchmark.loop_caps), derived from one longer decode.
     at_caps: dict[int, Run] = field(default_factory=dict)
     mismatched_ids: frozenset[str] = frozenset()  # the longer decode's first max_new_tokens ids differ from the run's
+    encoder_source: str = ""  # where a CTranslate2 run's encoder outputs came from, when not its own encoder
 
 
 def run_record(run: Run) -> dict:
@@ -67,6 +68,7 @@ def run_record(run: Run) -> dict:
         "capped": run.capped,
         "at_caps": {str(cap): run_record(r) for cap, r in run.at_caps.items()},
         "mismatched_ids": sorted(run.mismatched_ids),
+        "encoder_source": run.encoder_source,
     }
 
 
@@ -86,6 +88,7 @@ def run_from_record(key: Key, record: dict, by_id: dict[str, Utterance]) -> Run:
         record["capped"],
         {int(cap): run_from_record(key, r, by_id) for cap, r in record["at_caps"].items()},
         frozenset(record["mismatched_ids"]),
+        record.get("encoder_source", ""),
     )
 
 

@@ -32,7 +32,16 @@ from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_write_text, remove_temp_files, sha256_files
 from pipeline.manifest import load_manifest
 from pipeline.progress import progress
-from pipeline.teacher import PROMPT_TEMPLATE, encode, features_for, label_logits, length_batches, pick_device, topk_of
+from pipeline.teacher import (
+    PROMPT_TEMPLATE,
+    encode,
+    encoder_outputs,
+    features_for,
+    label_logits,
+    length_batches,
+    pick_device,
+    topk_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,9 @@ class CacheTeacherConfig:
     shard_target_mb: float = 256.0
     batch_size: int = 8
     device: str = "auto"
+    # Where encoder outputs are kept between stages (pipeline/encoder_memo.py); None: not kept. Not part of
+    # the cache's identity: a stored output is what the encoder computes again.
+    encoder_memo: Path | None = None
 
     def check(self) -> None:
         problems = []
@@ -249,10 +261,20 @@ def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, t
     root = cfg.manifest.parent
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     results: dict[int, tuple] = {}
+    memo = None
+    if cfg.encoder_memo is not None:
+        from pipeline.encoder_memo import EncoderMemo, encoder_identity
+
+        setting = f"{next(model.parameters()).device.type}:{autocast or next(model.parameters()).dtype}"
+        memo = EncoderMemo(cfg.encoder_memo, encoder_identity(model), setting, extractor)
     for batch_idx in length_batches(items, cfg.batch_size):
         batch = [items[i] for i in batch_idx]
-        features = features_for(extractor, [b.utt for b in batch], root)
-        for i, logits in zip(batch_idx, label_logits(model, features, batch, pad, autocast)):
+        if memo is None:
+            logits_of = label_logits(model, features_for(extractor, [b.utt for b in batch], root), batch, pad, autocast)
+        else:
+            hidden = encoder_outputs(model, extractor, [b.utt for b in batch], root, autocast, memo)
+            logits_of = label_logits(model, None, batch, pad, autocast, encoder_hidden=hidden)
+        for i, logits in zip(batch_idx, logits_of):
             results[i] = topk_of(logits, cfg.top_k, cfg.temperature)
     ordered = [results[i] for i in range(len(items))]
     return ShardArrays(

@@ -83,13 +83,48 @@ def decoder_inputs(batch: list[Encoded], pad_id: int) -> tuple[torch.Tensor, lis
     return ids, [len(b.labels) for b in batch]
 
 
-def label_logits(model, features: torch.Tensor, batch: list[Encoded], pad_id: int, autocast: torch.dtype | None):
-    """Logits at the label positions: a list of ``[n_i, V]`` float32 tensors."""
+def _autocast(device: torch.device, autocast: torch.dtype | None):
+    return torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+
+
+def encoder_outputs(model, extractor, utts: list[Utterance], root: Path, autocast: torch.dtype | None, memo=None):
+    """The encoder's last hidden states of ``utts`` (float32 ``[B, frames, d_model]`` on the model's device),
+    read from an :class:`pipeline.encoder_memo.EncoderMemo` where it has them and stored there otherwise."""
+    device = next(model.parameters()).device
+    found = {u.id: memo.load(root / u.audio) for u in utts} if memo is not None else {}
+    todo = [u for u in utts if found.get(u.id) is None]
+    step = 1 if device.type == "cpu" else len(todo) or 1  # one at a time on the CPU: faster (EncoderStore.fill)
+    for i in range(0, len(todo), step):
+        chunk = todo[i : i + step]
+        with torch.inference_mode(), _autocast(device, autocast):
+            hidden = model.get_encoder()(features_for(extractor, chunk, root).to(device)).last_hidden_state.float()
+        for u, h in zip(chunk, hidden):
+            found[u.id] = h
+            if memo is not None:
+                memo.save(root / u.audio, h.cpu().numpy())
+    return torch.stack([torch.as_tensor(found[u.id]).to(device) for u in utts])
+
+
+def label_logits(
+    model,
+    features: torch.Tensor | None,
+    batch: list[Encoded],
+    pad_id: int,
+    autocast: torch.dtype | None,
+    encoder_hidden: torch.Tensor | None = None,
+):
+    """Logits at the label positions: a list of ``[n_i, V]`` float32 tensors, from log-mel ``features`` or from
+    the encoder's outputs (:func:`encoder_outputs`; the same logits, without running the encoder)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     device = next(model.parameters()).device
     ids, lengths = decoder_inputs(batch, pad_id)
-    context = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
-    with torch.inference_mode(), context:
-        logits = model(input_features=features.to(device), decoder_input_ids=ids.to(device)).logits
+    with torch.inference_mode(), _autocast(device, autocast):
+        if encoder_hidden is not None:
+            inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden.to(device))}
+        else:
+            inputs = {"input_features": features.to(device)}
+        logits = model(**inputs, decoder_input_ids=ids.to(device)).logits
     start = len(batch[0].prompt) - 1
     return [logits[i, start : start + n].float() for i, n in enumerate(lengths)]
 

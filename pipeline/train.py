@@ -100,6 +100,15 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"
+    # Where frozen-encoder outputs are kept between stages and runs (pipeline/encoder_memo.py); None: not kept.
+    # Left out of settings_record: a stored output is what the encoder computes again.
+    encoder_memo: Path | None = None
+
+    def settings_record(self) -> dict:
+        """The settings that decide what training makes, as JSON values (student.json "training")."""
+        record = json.loads(json.dumps(asdict(self), default=str))
+        record.pop("encoder_memo")
+        return record
 
     def check(self) -> None:
         problems = []
@@ -449,7 +458,7 @@ def _checkpoint_dir(cfg: TrainConfig) -> Path:
 def _config_hash(cfg: TrainConfig, inputs: dict[str, str]) -> str:
     import hashlib
 
-    record = {"training": asdict(cfg), "inputs": inputs}
+    record = {"training": cfg.settings_record(), "inputs": inputs}
     return hashlib.sha256(json.dumps(record, default=str, sort_keys=True).encode()).hexdigest()
 
 
@@ -520,21 +529,16 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
     model, spec, clsr = build_model(cfg)
     model.to(device)
     precompute = cfg.freeze_encoder and not cfg.clsr_encoder_layers
-    store = EncoderStore(
-        model, extractor, cfg.train.parent, precompute, device, key=(str(cfg.base), cfg.keep_encoder_layers)
-    )
+    key = (str(cfg.base), cfg.keep_encoder_layers)
+
+    def store_for(manifest: Path, dtype: torch.dtype) -> EncoderStore:
+        return EncoderStore(model, extractor, manifest.parent, precompute, device, key, dtype, disk=cfg.encoder_memo)
+
+    store = store_for(cfg.train, torch.float16)
     store.fill(train_utts)
     # Dev decoding reads float32 encoder outputs, as the benchmark does, so that the best step and the export's
     # gate rates are chosen on the numbers the benchmark will see (the training store keeps float16 to save memory).
-    dev_store = EncoderStore(
-        model,
-        extractor,
-        cfg.dev.parent,
-        precompute,
-        device,
-        key=(str(cfg.base), cfg.keep_encoder_layers),
-        dtype=torch.float32,
-    )
+    dev_store = store_for(cfg.dev, torch.float32)
     dev_store.fill(dev_utts)
     params = list(trainable_parameters(model).values())
     optimizer = make_optimizer(model, cfg)
@@ -639,9 +643,7 @@ def _finish(cfg, inputs: dict[str, str], model, spec, clsr, state: TrainState, b
         "history": state.history,
     }
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        save_student(
-            tmp, model, cfg.mode, spec, cfg.languages, clsr, json.loads(json.dumps(asdict(cfg), default=str)), inputs
-        )
+        save_student(tmp, model, cfg.mode, spec, cfg.languages, clsr, cfg.settings_record(), inputs)
         (tmp / "train_log.jsonl").write_text(log_path.read_text() if log_path.is_file() else "", encoding="utf-8")
         (tmp / "dev.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         _write_plots(tmp, log_path)
@@ -699,7 +701,7 @@ def trained_summary(cfg: TrainConfig, inputs: dict[str, str]) -> dict | None:
     if not record.is_file():
         return None
     saved = json.loads(record.read_text())
-    if saved.get("training") != json.loads(json.dumps(asdict(cfg), default=str)) or saved.get("inputs") != inputs:
+    if saved.get("training") != cfg.settings_record() or saved.get("inputs") != inputs:
         log.info("%s was trained from other settings or inputs; retraining", cfg.out_dir)
         return None
     log.info("%s is up to date", cfg.out_dir)

@@ -94,6 +94,16 @@ def write_tiny_manifest(folder: Path, name: str = "train.jsonl", seed: int = 0) 
     return path
 
 
+def write_bench_inputs(root: Path, hf_dir: Path, seed: int) -> dict[str, Path]:
+    """A test manifest and the tiny model's CTranslate2 float32 and int8 conversions, as quantize writes them."""
+    from pipeline.quantize import quantize
+
+    test = write_tiny_manifest(root, "test.jsonl", seed=seed)
+    for ctype in ("float32", "int8"):
+        quantize(hf_dir, root / "ct2" / f"teacher-{ctype}", ctype)
+    return {"test": test, "ct2": root / "ct2"}
+
+
 @pytest.fixture()
 def tiny_manifest(tmp_path) -> Path:
     return write_tiny_manifest(tmp_path / "prepared")

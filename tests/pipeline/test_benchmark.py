@@ -12,19 +12,14 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import decode
 from pipeline.benchmark import BenchmarkConfig, run_benchmark
-from pipeline.quantize import quantize
-from tests.conftest import write_tiny_manifest
+from tests.conftest import write_bench_inputs
 
 TIMING = ("decode_seconds", "rtfx", "peak_rss_mb")  # measured again by each run
 
 
 @pytest.fixture(scope="module")
 def bench_inputs(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bench-inputs")
-    test = write_tiny_manifest(root, "test.jsonl", seed=2)
-    for ctype in ("float32", "int8"):
-        quantize(tiny_hf_dir, root / "ct2" / f"teacher-{ctype}", ctype)
-    return {"test": test, "ct2": root / "ct2"}
+    return write_bench_inputs(tmp_path_factory.mktemp("bench-inputs"), tiny_hf_dir, seed=2)
 
 
 def _config(teacher: Path, bench_inputs: dict[str, Path], out: Path) -> BenchmarkConfig:

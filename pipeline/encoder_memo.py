@@ -1,0 +1,118 @@
+"""Encoder outputs kept on disk between stages and runs: one ``.npy`` per audio file, keyed by what made it.
+
+The encoder is most of the embedded run's compute: whisper-base encodes every
+utterance as 30 s of log-mel, ~0.65 s an utterance on this 2-core machine
+whatever the utterance's length, while greedy decoding one costs ~0.3 s
+(``bench/encoder_memo.py``). The embedded student keeps the teacher's frozen
+encoder, so ``cache_teacher`` and ``train_student`` would encode the same
+training audio twice, and a second ``dvc repro`` after a change of training
+settings would encode the test sets again.
+
+A value is one utterance's encoder output, float32 ``[frames, d_model]``. Its
+folder is named by a hash of the encoder's weights
+(:func:`pipeline.decode.encoder_identity`), the compute setting (device type
+and dtype: a GPU run under bf16 autocast is another setting) and the feature
+extractor's settings; its file by a hash of the audio file's bytes and, for an
+encoder with CLSR layers, the routing language. PyTorch's CPU encoder gives
+bitwise the same output for an utterance in any batch (batch 1, 4, 8 and a
+permuted batch: measured equal), so a hit is what recomputing would give.
+
+Files are written under a temporary name and renamed; a file that does not
+load as the expected float32 array is recomputed and replaced. The memo
+grows with every (encoder, audio) pair: 3 MB an utterance for whisper-base;
+delete the folder to reclaim it (nothing else reads it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def encoder_identity(model) -> str:
+    """sha256 of the encoder's weights (names, dtypes, values): models with the same one may share stored outputs.
+
+    The base checkpoint and kept layers do not name an encoder: encoder experts
+    (or fine-tuning) change what it outputs, and a student whose stored outputs
+    came from another encoder would be measured as that encoder's student.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name, value in sorted(model.get_encoder().state_dict().items()):
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _extractor_settings(extractor) -> dict:
+    return {k: v for k, v in extractor.to_dict().items() if not isinstance(v, (list, np.ndarray))}
+
+
+class EncoderMemo:
+    """The memo folder of one (encoder, compute setting, feature extractor) under ``root``."""
+
+    def __init__(self, root: Path, encoder: str, setting: str, extractor) -> None:
+        record = {"encoder_sha256": encoder, "setting": setting, "feature_extractor": _extractor_settings(extractor)}
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+        self.dir = Path(root) / digest[:24]
+        self.record = record
+        self._audio_sha: dict[Path, str] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, audio: Path, language: str | None) -> Path:
+        audio = Path(audio)
+        if audio not in self._audio_sha:
+            self._audio_sha[audio] = hashlib.sha256(audio.read_bytes()).hexdigest()
+        name = self._audio_sha[audio] + (f"-{language}" if language else "")
+        return self.dir / f"{name}.npy"
+
+    def load(self, audio: Path, language: str | None = None) -> np.ndarray | None:
+        """The stored output for ``audio`` (routed to ``language``), or None when there is none usable."""
+        path = self._path(audio, language)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            value = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("encoder memo %s unreadable (%s): computing it again", path, exc)
+            self.misses += 1
+            return None
+        if value.dtype != np.float32 or value.ndim != 2:
+            log.warning(
+                "encoder memo %s holds %s %s, not float32 [frames, d_model]: computing it again",
+                path,
+                value.dtype,
+                value.shape,
+            )
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def save(self, audio: Path, value: np.ndarray, language: str | None = None) -> None:
+        """Store ``value`` (float32 ``[frames, d_model]``) for ``audio``: temporary file, then rename."""
+        path = self._path(audio, language)
+        if not self.dir.is_dir():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            about = self.dir / "memo.json"
+            if not about.exists():
+                about.write_text(json.dumps(self.record, indent=1, sort_keys=True, default=str) + "\n")
+        handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, np.ascontiguousarray(value, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
