@@ -48,7 +48,16 @@ table (Parquet metadata key `dw_pipe.id_table`: 4-byte length + zstd of uint16 i
 `float16`, `topk_logprobs` holds uint16 differences (mod 2^16) between the bit patterns of the negated
 float16 log-probs along each position's k entries (cumulative sum mod 2^16, read as float16, negate); with
 `q8`, uint8 steps of 1/16 nat, cumulative along the row.
-`pipeline.cache_reader.open_cache` decodes both; the raw columns load with
+Decoded columns in one call (token ids, and float32 log-probs per label position, as lists of k-lists):
+
+```python
+from pipeline.cache_reader import load_decoded   # with dw-pipe installed
+ds = load_decoded("{out.name}")                   # a datasets.Dataset; ds[0]["topk_ids"][t] = the k ids at position t
+```
+
+or, with no dw-pipe code at the reader's end, `dw-pipe cache decode {out.name} DECODED` writes
+`DECODED/decoded.parquet` with those columns, which loads with
+`datasets.load_dataset("parquet", data_files="DECODED/decoded.parquet")`. The raw (encoded) columns load with
 
 ```python
 datasets.load_dataset("parquet", data_files="{out.name}/shard-*.parquet")

@@ -182,3 +182,66 @@ def open_cache(
             )
     shards = [_decode_shard(folder, s, ident) for s in content["shards"]]
     return TeacherCache(folder, content, shards)
+
+
+def decoded_table(folder: Path, *, verify: bool = True):
+    """The whole cache as one ``pyarrow.Table`` of plain columns, one row per utterance: ``id``, ``language``,
+    ``prompt_ids`` and ``label_ids`` (int32 lists), and per label position ``topk_ids`` (int32 token ids) and
+    ``topk_logprobs`` (float32, descending) as lists of k-lists, and ``tail_logprob`` (float32).
+
+    Whatever the id and value encodings, a reader gets token ids and log-probs, as :func:`open_cache` does."""
+    import pyarrow as pa
+
+    folder = Path(folder)
+    content = read_cache_json(folder)
+    if verify:
+        problems = verify_cache(folder)
+        if problems:
+            raise CacheError(f"cache {folder} failed verification: {problems[0]}")
+    k = int(content["identity"]["top_k"])
+    tables = []
+    for shard in content["shards"]:
+        a = _decode_shard(folder, shard, content["identity"])
+        offsets = pa.array(a.offsets.astype(np.int32))
+        per_position = pa.array((np.arange(len(a.labels) + 1) * k).astype(np.int32))
+
+        def nested(values: np.ndarray, typ, per_position=per_position, offsets=offsets) -> pa.Array:
+            positions = pa.ListArray.from_arrays(per_position, pa.array(values.reshape(-1), type=typ))
+            return pa.ListArray.from_arrays(offsets, positions)
+
+        prompt_lens = np.cumsum([0] + [len(p) for p in a.prompts]).astype(np.int32)
+        tables.append(
+            pa.table(
+                {
+                    "id": pa.array(a.ids, type=pa.string()),
+                    "language": pa.array(a.languages, type=pa.string()),
+                    "prompt_ids": pa.ListArray.from_arrays(
+                        pa.array(prompt_lens), pa.array([t for p in a.prompts for t in p], type=pa.int32())
+                    ),
+                    "label_ids": pa.ListArray.from_arrays(offsets, pa.array(a.labels, type=pa.int32())),
+                    "topk_ids": nested(a.topk_ids, pa.int32()),
+                    "topk_logprobs": nested(a.topk_logprobs, pa.float32()),
+                    "tail_logprob": pa.ListArray.from_arrays(offsets, pa.array(a.tail_logprob, type=pa.float32())),
+                }
+            )
+        )
+    return pa.concat_tables(tables)
+
+
+def load_decoded(folder: Path, *, verify: bool = True):
+    """:func:`decoded_table` as a ``datasets.Dataset`` (needs the ``datasets`` package)."""
+    import datasets
+
+    return datasets.Dataset(decoded_table(folder, verify=verify))
+
+
+def write_decoded(folder: Path, out: Path) -> dict:
+    """Write :func:`decoded_table` to ``out/decoded.parquet`` (zstd), readable by any Parquet reader with no
+    dw-pipe code: ``datasets.load_dataset("parquet", data_files="OUT/decoded.parquet")``. Returns a summary."""
+    from pipeline.fsutil import atomic_dir
+
+    table = decoded_table(folder)
+    with atomic_dir(Path(out), overwrite=True) as tmp:
+        pq.write_table(table, tmp / "decoded.parquet", compression="zstd")
+    size = (Path(out) / "decoded.parquet").stat().st_size
+    return {"rows": table.num_rows, "file": str(Path(out) / "decoded.parquet"), "bytes": size}

@@ -196,6 +196,19 @@ def cache_verify_cmd(folder: Annotated[Path, typer.Argument(help="A teacher cach
     typer.echo(f"{folder}: all shards verified")
 
 
+@cache_app.command("decode")
+@user_errors
+def cache_decode_cmd(
+    folder: Annotated[Path, typer.Argument(help="A teacher cache folder.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write decoded.parquet into (replaced if it exists).")],
+) -> None:
+    """Write the cache with plain columns (token ids, float32 log-probs per position) that any Parquet reader loads."""
+    from pipeline.cache_reader import write_decoded
+
+    summary = write_decoded(folder, out)
+    typer.echo(f"{summary['file']}: {summary['rows']} rows, {summary['bytes'] / 1e6:.2f} MB")
+
+
 @app.command("train-student")
 @user_errors
 def train_student_cmd(

@@ -280,6 +280,38 @@ def test_shards_load_with_datasets_and_cli_info(tiny_hf_dir, tiny_manifest, tmp_
     assert result.exit_code == 0 and json.loads(result.output)["value_encoding"] == "q8"
 
 
+@pytest.mark.parametrize("ids, values", [("rank", "q8"), ("raw", "float16")])
+def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
+    tiny_hf_dir, tiny_manifest, tmp_path, ids, values
+):
+    """One call gives plain columns, whatever the encodings; the Parquet export reads the same with datasets alone."""
+    import datasets
+
+    from pipeline.cache_reader import load_decoded
+
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache", id_encoding=ids, value_encoding=values)
+    build_cache(cfg)
+    cache = open_cache(cfg.out_dir)
+    ds = load_decoded(cfg.out_dir)
+    assert len(ds) == len(cache) == 7
+    for row in ds:
+        t = cache.targets(row["id"])
+        assert row["prompt_ids"] == t.prompt and row["label_ids"] == t.labels.tolist()
+        assert row["topk_ids"] == t.topk_ids.tolist()  # token ids, not ranks
+        assert np.array_equal(np.asarray(row["topk_logprobs"], dtype=np.float32), t.topk_logprobs)
+        assert np.array_equal(np.asarray(row["tail_logprob"], dtype=np.float32), t.tail_logprob)
+        assert all(len(position) == 8 for position in row["topk_ids"])
+        assert row["topk_ids"][0][0] < 51865 and row["topk_logprobs"][0][0] <= 0  # the best entry comes first
+
+    out = tmp_path / "decoded"
+    result = CliRunner().invoke(app, ["cache", "decode", str(cfg.out_dir), str(out)])
+    assert result.exit_code == 0, result.output
+    plain = datasets.load_dataset("parquet", data_files=str(out / "decoded.parquet"), split="train")
+    assert plain.to_list() == ds.to_list()
+    card = (cfg.out_dir / "README.md").read_text()
+    assert "load_decoded" in card and "dw-pipe cache decode" in card
+
+
 def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, tmp_path):
     single = _config(tiny_hf_dir, tiny_manifest, tmp_path / "single")
     build_cache(single)
