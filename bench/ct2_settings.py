@@ -136,7 +136,7 @@ def main() -> None:
     for ctype, r in best.items():
         print(f"fastest with the default's ids, {ctype}: {r['setting']}, {r['threads']} threads, batch {r['batch']}")
     record = {
-        "command": "python bench/ct2_settings.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--out")),
+        "command": f"python bench/ct2_settings.py --n {args.n} --repeats {args.repeats}",
         "utterances": args.n,
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
