@@ -20,7 +20,14 @@ language, as exact routing decodes it.
 CTranslate2 models with the same encoder weights (a decoder-only student
 and its teacher) encode each utterance once: the others decode from the
 stored output and are charged the encoder seconds measured for it (rows
-count these utterances in ``encoder_reused``).
+count these utterances in ``encoder_reused``). A float32 conversion whose
+encoder reproduces the transformers float32 one it was converted from
+(checked on its first batch) decodes from the outputs the PyTorch students
+computed and is charged CTranslate2's encoder seconds measured on that batch
+(rows say so in ``encoder_source``; :class:`SharedEncodings`). Encoders run
+one utterance at a time on the CPU (faster there; ``bench/encoder_memo.py``),
+and ``encoder_memo`` keeps the transformers outputs on disk between stages
+and runs (:mod:`pipeline.encoder_memo`).
 Memory: the peak resident set size sampled while a model decodes (process
 wide: it includes the shared log-mel features and encoder outputs).
 Loops: with ``loop_caps``, the target languages are also scored at those longer caps (rows of group
