@@ -311,7 +311,8 @@ def _hf_runs(
     from transformers import WhisperForConditionalGeneration
 
     from pipeline import decode
-    from pipeline.decode import EncoderStore, encoder_identity
+    from pipeline.decode import EncoderStore
+    from pipeline.encoder_memo import encoder_identity
     from pipeline.student import StudentSpec, build_student, load_student, set_language
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
@@ -500,7 +501,8 @@ def _transformers_encoder(
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from pipeline.decode import EncoderStore, encoder_identity
+    from pipeline.decode import EncoderStore
+    from pipeline.encoder_memo import encoder_identity
 
     stores: dict[Path, EncoderStore] = {}
     loaded = []

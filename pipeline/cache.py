@@ -263,10 +263,9 @@ def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, t
     results: dict[int, tuple] = {}
     memo = None
     if cfg.encoder_memo is not None:
-        from pipeline.encoder_memo import EncoderMemo, encoder_identity
+        from pipeline.encoder_memo import memo_for
 
-        setting = f"{next(model.parameters()).device.type}:{autocast or next(model.parameters()).dtype}"
-        memo = EncoderMemo(cfg.encoder_memo, encoder_identity(model), setting, extractor)
+        memo = memo_for(cfg.encoder_memo, model, extractor, autocast)
     for batch_idx in length_batches(items, cfg.batch_size):
         batch = [items[i] for i in batch_idx]
         if memo is None:

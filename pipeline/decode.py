@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.clsr import clsr_layers
-from pipeline.encoder_memo import EncoderMemo, encoder_identity
+from pipeline.encoder_memo import EncoderMemo, memo_for
 from pipeline.manifest import Utterance
 from pipeline.progress import progress
 from pipeline.student import set_language
@@ -39,7 +39,7 @@ class EncoderStore:
 
     Stores with the same key share one memo within a process, so training
     several modes encodes the audio once; the key must name the encoder when
-    outputs are stored (the benchmark passes :func:`encoder_identity`). An
+    outputs are stored (the benchmark passes :func:`pipeline.encoder_memo.encoder_identity`). An
     encoder with CLSR layers is run with the routing language set to each
     utterance's own, never ``None``: its outputs are per language.
     """
@@ -66,8 +66,7 @@ class EncoderStore:
     def disk_memo(self) -> EncoderMemo | None:
         """The on-disk memo of this encoder and compute setting, when outputs are stored and a root is given."""
         if self._disk is None and self.precompute and self.disk_root is not None:
-            setting = f"{self.device.type}:{next(self.model.parameters()).dtype}"
-            self._disk = EncoderMemo(self.disk_root, encoder_identity(self.model), setting, self.extractor)
+            self._disk = memo_for(self.disk_root, self.model, self.extractor)
         return self._disk
 
     def fill(self, utts: list[Utterance], batch_size: int | None = None) -> None:

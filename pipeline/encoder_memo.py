@@ -10,7 +10,7 @@ settings would encode the test sets again.
 
 A value is one utterance's encoder output, float32 ``[frames, d_model]``. Its
 folder is named by a hash of the encoder's weights
-(:func:`pipeline.decode.encoder_identity`), the compute setting (device type
+(:func:`encoder_identity`), the compute setting (device type
 and dtype: a GPU run under bf16 autocast is another setting) and the feature
 extractor's settings; its file by a hash of the audio file's bytes and, for an
 encoder with CLSR layers, the routing language. PyTorch's CPU encoder gives
@@ -116,3 +116,10 @@ class EncoderMemo:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def memo_for(root: Path, model, extractor, autocast=None) -> EncoderMemo:
+    """The memo folder of ``model``'s encoder as it runs now: on its parameters' device and dtype, or under
+    ``autocast`` (a torch dtype) when given. The one place the compute setting of a key is spelled."""
+    param = next(model.parameters())
+    return EncoderMemo(root, encoder_identity(model), f"{param.device.type}:{autocast or param.dtype}", extractor)

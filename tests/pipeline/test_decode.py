@@ -15,7 +15,8 @@ from transformers import (
 )
 
 from pipeline.clsr import CLSRConfig, add_clsr
-from pipeline.decode import EncoderStore, count_real_positions, encoder_identity, greedy_decode
+from pipeline.decode import EncoderStore, count_real_positions, greedy_decode
+from pipeline.encoder_memo import encoder_identity
 from pipeline.manifest import load_manifest
 from pipeline.student import StudentSpec, build_student, load_student, set_language
 from pipeline.teacher import features_for, prompt_ids
