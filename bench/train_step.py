@@ -67,7 +67,7 @@ def online_targets(teacher, batch, store, cfg, pad, autocast=None):
     feats = store.raw_features([e.utt for e in batch])
     out = []
     for e, logits in zip(batch, label_logits(teacher, feats, encoded, pad, autocast)):
-        ids, values, tail = topk_of(logits, 16, cfg.temperature)
+        ids, values, tail, _ = topk_of(logits, 16, cfg.temperature)
         out.append(replace(e, targets=SparseTargets(e.prompt, np.asarray(e.labels), ids, values, tail)))
     return out
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 IDENTITY_KEY = b"dw_pipe.identity"
 SHARD_KEY = b"dw_pipe.shard"
 # Rough bytes per label token, used only to turn shard_target_mb into a fixed row count.
-EST_BYTES_PER_TOKEN = {"float16": 50.0, "q8": 36.0}
+EST_BYTES_PER_TOKEN = {"float16": 50.0, "q8": 36.0, "sqrt64": 30.0}
 
 
 class CacheMismatchError(DwPipeError):
@@ -63,6 +63,8 @@ class CacheTeacherConfig:
     # Top-17 with q8 values is closer to the full distribution than top-16 float16 (JS 0.0804 vs 0.0820)
     # and smaller (bench/cache_teacher.py); float16 keeps the exact float16 log-probs.
     top_k: int = 17
+    # > 0: a position keeps only entries of at least this probability (at least 1, at most top_k).
+    min_prob: float = 0.0
     temperature: float = 1.0
     id_encoding: str = "rank"
     value_encoding: str = "q8"
@@ -81,6 +83,8 @@ class CacheTeacherConfig:
             problems.append(f"value_encoding {self.value_encoding!r} not in {VALUE_ENCODINGS}")
         if not 1 <= self.top_k <= 1024:
             problems.append(f"top_k {self.top_k} outside 1..1024")
+        if not 0.0 <= self.min_prob < 1.0:
+            problems.append(f"min_prob {self.min_prob} outside [0, 1)")
         if self.temperature <= 0:
             problems.append("temperature must be positive")
         if problems:
@@ -105,6 +109,7 @@ def identity(cfg: CacheTeacherConfig, extractor, n_rows: int, mean_labels: float
         "feature_extractor": {k: v for k, v in extractor.to_dict().items() if not isinstance(v, (list, np.ndarray))},
         "prompt_template": PROMPT_TEMPLATE,
         "top_k": cfg.top_k,
+        "min_prob": cfg.min_prob,
         "temperature": cfg.temperature,
         "id_encoding": cfg.id_encoding,
         "value_encoding": cfg.value_encoding,
@@ -274,7 +279,7 @@ def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, t
             hidden = encoder_outputs(model, extractor, [b.utt for b in batch], root, autocast, memo)
             logits_of = label_logits(model, None, batch, pad, autocast, encoder_hidden=hidden)
         for i, logits in zip(batch_idx, logits_of):
-            results[i] = topk_of(logits, cfg.top_k, cfg.temperature)
+            results[i] = topk_of(logits, cfg.top_k, cfg.temperature, cfg.min_prob)
     ordered = [results[i] for i in range(len(items))]
     return ShardArrays(
         ids=[it.utt.id for it in items],
@@ -285,6 +290,7 @@ def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, t
         topk_ids=np.concatenate([r[0] for r in ordered]),
         topk_logprobs=np.concatenate([r[1] for r in ordered]),
         tail_logprob=np.concatenate([r[2] for r in ordered]),
+        counts=np.concatenate([r[3] for r in ordered]).astype(np.int64),
     )
 
 

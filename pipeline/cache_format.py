@@ -3,10 +3,13 @@
 One row per utterance. Columns (DESIGN.md, "Teacher cache"):
 
 * ``id``, ``language``: strings; ``prompt_ids``, ``label_ids``: ``list<uint16>``;
-* ``topk_ids``: ``list<uint16>`` of n*k values, row-major: label position t owns
-  entries ``t*k .. t*k+k-1``, by descending log-prob;
-* ``topk_logprobs``: ``list<uint16>`` (``float16``) or ``list<uint8>`` (``q8``), same layout;
-* ``tail_logprob``: ``list<float16>``, log of the mass outside the top-k.
+* ``topk_count``: ``list<uint16>``, one per label position: how many entries the position keeps
+  (``top_k`` for all of them, unless the cache keeps only entries of probability ``min_prob`` or more);
+* ``topk_ids``: ``list<uint16>`` of the kept entries, flat: position t owns the ``topk_count[t]``
+  entries after those of the positions before it;
+* ``topk_logprobs``: ``list<uint16>`` (``float16``) or ``list<uint8>`` (``q8``, ``sqrt64``), same layout;
+* ``tail_logprob``: ``list<float16>`` (``float16`` values) or ``list<uint8>`` (steps of ``TAIL_STEP`` nats
+  below 0): log of the mass outside the kept entries.
 
 Why flat rather than ``list<list<...>>``: Parquet stores a repetition and a
 definition level per nested value; for k=16 those levels cost about 12 bytes
@@ -14,23 +17,24 @@ per label position per column after zstd (measured on whisper-base), a third
 of the whole budget. Numeric columns use byte-stream-split, which lets zstd
 see the mostly-constant high bytes of ranks and float16 values.
 
-Encodings (recorded in ``cache.json``):
+Encodings (recorded in ``cache.json``; ``bench/cache_teacher.py`` measures each):
 
-* ids ``raw``: token ids as they are. ids ``rank``: each shard stores ids as
-  ranks in its own frequency-sorted id table (Parquet key-value metadata
-  ``dw_pipe.id_table``: 4-byte length, then zstd of the uint16 little-endian ids); frequent ids get small ranks,
-  and with byte-stream-split the high bytes compress to almost nothing.
-* values ``float16``: log-probs rounded to float16, stored losslessly as
-  differences (mod 2^16) between the bit patterns of consecutive negated
-  values in the row, the first from 0. The negated values of a row are
-  ascending, and a positive float16's bit pattern grows with its value, so
-  the differences are small: 18 instead of 20.5 bytes per label position
-  at k=16 on whisper-base (``bench/cache_teacher.py``), with the very same
-  float16 values coming back. Modular arithmetic keeps any row exact,
-  sorted or not. values ``q8``: log-probs
-  quantized to steps of ``Q8_STEP`` nats, stored as uint8 differences from
-  the previous (larger) value in the row, the first from 0; rounding is done
-  on the cumulative values, so errors never add up (at most half a step).
+* ids ``raw``: token ids as they are, entries by descending log-prob. ids ``rank``: the same order,
+  ids as ranks in the shard's own frequency-sorted id table (Parquet key-value metadata
+  ``dw_pipe.id_table``: 4-byte length, then zstd of the uint16 little-endian ids). ids ``delta``:
+  each position's entries sorted by token id, stored as differences from the previous entry's id
+  (the first as it is): no table, and the gaps between a position's ids are smaller numbers than
+  the ids. Readers get the entries back by descending log-prob (ties by id).
+* Every value encoding maps a log-prob to an integer code that grows as the log-prob falls. In
+  log-prob order (ids ``raw``/``rank``) a row stores each code's difference from the previous
+  entry's code (the first from 0): small numbers, and rounding errors never add up; in id order
+  (``delta``) it stores the codes themselves.
+  ``float16``: the bit pattern of the negated float16 log-prob (a positive float16's bit pattern
+  grows with its value), differences taken mod 2^16, so the very same float16 values come back.
+  ``q8``: steps of ``Q8_STEP`` nats (differences over 255, 16 nats, are clipped: no mass there).
+  ``sqrt64``: ``64 - round(64 * sqrt(p))``, at most 63: equal steps of sqrt(p) are finer in
+  log-prob where the probability is, which is where an error costs divergence (the Jensen-Shannon
+  cost of a relative error e on an entry of probability p grows as p e^2).
 """
 
 from __future__ import annotations
@@ -42,17 +46,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# 2: float16 values stored as bit-pattern differences (version 1 stored them as they are).
-FORMAT_VERSION = 2
+# 3: a per-position entry count, ids "delta", values "sqrt64", uint8 tails for q8/sqrt64
+# (version 2 stored float16 values as bit-pattern differences; version 1 stored them as they are).
+FORMAT_VERSION = 3
 ID_TABLE_KEY = b"dw_pipe.id_table"
 Q8_STEP = 1.0 / 16.0
-ID_ENCODINGS = ("raw", "rank")
-VALUE_ENCODINGS = ("float16", "q8")
+SQRT_LEVELS = 64
+TAIL_STEP = 1.0 / 8.0
+PAD_ID = 0  # id of the entries past a position's count in padded arrays (their log-prob is -inf)
+ID_ENCODINGS = ("raw", "rank", "delta")
+VALUE_ENCODINGS = ("float16", "q8", "sqrt64")
 
 
 @dataclass
 class ShardArrays:
-    """A shard's content as flat arrays: row r owns positions ``offsets[r]:offsets[r+1]``."""
+    """A shard's content as flat arrays: row r owns positions ``offsets[r]:offsets[r+1]``.
+
+    ``topk_ids`` / ``topk_logprobs`` are ``[P, k]``, by descending log-prob; position t keeps its first
+    ``counts[t]`` entries (all k when ``counts`` is None), the rest are padding: id ``PAD_ID``, log-prob -inf."""
 
     ids: list[str]
     languages: list[str]
@@ -62,36 +73,67 @@ class ShardArrays:
     topk_ids: np.ndarray  # [P, k] int64
     topk_logprobs: np.ndarray  # [P, k] float32
     tail_logprob: np.ndarray  # [P] float32
+    counts: np.ndarray | None = None  # [P] int64, entries kept per position
+
+    def kept(self) -> np.ndarray:
+        """Entries kept per position, ``[P]``."""
+        if self.counts is not None:
+            return np.asarray(self.counts, dtype=np.int64)
+        return np.full(len(self.labels), self.topk_ids.shape[1], dtype=np.int64)
+
+    def mask(self) -> np.ndarray:
+        """``[P, k]`` booleans: True for kept entries."""
+        return np.arange(self.topk_ids.shape[1])[None, :] < self.kept()[:, None]
 
 
-def _nested(flat: np.ndarray, offsets: np.ndarray, k: int | None, typ: pa.DataType) -> pa.Array:
-    """A list column whose row r holds ``flat[offsets[r]:offsets[r+1]]`` (times k values per position)."""
-    values = pa.array(flat.reshape(-1), type=typ)
-    return pa.ListArray.from_arrays(pa.array((offsets * (k or 1)).astype(np.int32)), values)
+def _nested(flat: np.ndarray, offsets: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """A list column whose row r holds ``flat[offsets[r]:offsets[r+1]]``."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat.reshape(-1), type=typ))
 
 
-def quantize_q8(logprobs: np.ndarray) -> np.ndarray:
-    steps = np.round(-logprobs.astype(np.float64) / Q8_STEP)
-    steps = np.maximum.accumulate(np.clip(steps, 0, None), axis=1)  # non-decreasing along the row
-    deltas = np.diff(steps, axis=1, prepend=0)
-    # A delta over 255 (a value 16 nats below its neighbour) is clipped: such tokens carry no mass.
-    return np.clip(deltas, 0, 255).astype(np.uint8)
+def value_codes(logprobs: np.ndarray, encoding: str) -> np.ndarray:
+    """Log-probs -> int64 codes, non-decreasing as the log-prob falls."""
+    if encoding == "float16":
+        return np.negative(logprobs.astype(np.float16)).view(np.uint16).astype(np.int64)
+    if encoding == "q8":
+        return np.clip(np.round(-logprobs.astype(np.float64) / Q8_STEP), 0, None).astype(np.int64)
+    if encoding == "sqrt64":
+        root = np.sqrt(np.exp(logprobs.astype(np.float64)))
+        return np.clip(SQRT_LEVELS - np.round(SQRT_LEVELS * root), 0, SQRT_LEVELS - 1).astype(np.int64)
+    raise ValueError(f"value encoding {encoding!r} not in {VALUE_ENCODINGS}")
 
 
-def dequantize_q8(codes: np.ndarray) -> np.ndarray:
-    return -(np.cumsum(codes.astype(np.float32), axis=1) * Q8_STEP)
+def code_values(codes: np.ndarray, encoding: str) -> np.ndarray:
+    """Inverse of :func:`value_codes` (float32 log-probs)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if encoding == "float16":
+        return np.negative((codes & 0xFFFF).astype(np.uint16).view(np.float16)).astype(np.float32)
+    if encoding == "q8":
+        return (-codes * Q8_STEP).astype(np.float32)
+    if encoding == "sqrt64":
+        return (2.0 * np.log((SQRT_LEVELS - codes) / SQRT_LEVELS)).astype(np.float32)
+    raise ValueError(f"value encoding {encoding!r} not in {VALUE_ENCODINGS}")
 
 
-def f16_to_deltas(logprobs: np.ndarray) -> np.ndarray:
-    """``[n, k]`` log-probs -> uint16 row-wise differences of the bit patterns of their negated float16 values."""
-    bits = np.negative(logprobs.astype(np.float16)).view(np.uint16).astype(np.int64)
-    return (np.diff(bits, axis=1, prepend=0) & 0xFFFF).astype(np.uint16)
+def _firsts(counts: np.ndarray) -> np.ndarray:
+    """Index of each position's first entry in the flat entry arrays (``[P]``; positions keep >= 1)."""
+    return np.cumsum(counts) - counts
 
 
-def deltas_to_f16(codes: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`f16_to_deltas`, as float32 (exactly the float16 values)."""
-    bits = (np.cumsum(codes.astype(np.int64), axis=1) & 0xFFFF).astype(np.uint16)
-    return np.negative(bits.view(np.float16)).astype(np.float32)
+def segment_deltas(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each entry minus the previous entry of its position; a position's first entry as it is."""
+    out = values.astype(np.int64).copy()
+    out[1:] -= values[:-1]
+    out[_firsts(counts)] = values[_firsts(counts)]
+    return out
+
+
+def segment_cumsum(deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`segment_deltas`."""
+    total = np.cumsum(deltas.astype(np.int64))
+    firsts = _firsts(counts)
+    base = total[firsts] - deltas[firsts]
+    return total - np.repeat(base, counts)
 
 
 def _pack_table(table: np.ndarray) -> bytes:
@@ -107,38 +149,55 @@ def _unpack_table(blob: bytes) -> np.ndarray:
 
 
 def encode_shard(arrays: ShardArrays, id_encoding: str, value_encoding: str) -> tuple[pa.Table, dict[bytes, bytes]]:
-    k = arrays.topk_ids.shape[1]
+    if id_encoding not in ID_ENCODINGS or value_encoding not in VALUE_ENCODINGS:
+        raise ValueError(f"encodings {id_encoding!r}/{value_encoding!r}: ids {ID_ENCODINGS}, values {VALUE_ENCODINGS}")
+    counts = arrays.kept()
+    mask = arrays.mask()
+    ids = arrays.topk_ids[mask].astype(np.int64)  # flat, position by position
+    codes = value_codes(arrays.topk_logprobs[mask], value_encoding)
     metadata: dict[bytes, bytes] = {}
-    ids = arrays.topk_ids
-    if id_encoding == "rank":
-        unique, counts = np.unique(ids, return_counts=True)
-        table = unique[np.lexsort((unique, -counts))]  # by frequency, ties by id: deterministic
-        rank = np.zeros(int(table.max()) + 1, dtype=np.int64)
-        rank[table] = np.arange(len(table))
-        ids = rank[ids]
-        metadata[ID_TABLE_KEY] = _pack_table(table)
-    if value_encoding == "float16":
-        values, vtype = f16_to_deltas(arrays.topk_logprobs), pa.uint16()
+    if id_encoding == "delta":
+        order = np.lexsort((ids, np.repeat(np.arange(len(counts)), counts)))  # by id within each position
+        ids = segment_deltas(ids[order], counts)
+        codes = codes[order]
     else:
-        values, vtype = quantize_q8(arrays.topk_logprobs), pa.uint8()
+        if id_encoding == "rank" and ids.size:
+            unique, frequency = np.unique(ids, return_counts=True)
+            table = unique[np.lexsort((unique, -frequency))]  # by frequency, ties by id: deterministic
+            rank = np.zeros(int(table.max()) + 1, dtype=np.int64)
+            rank[table] = np.arange(len(table))
+            ids = rank[ids]
+            metadata[ID_TABLE_KEY] = _pack_table(table)
+        codes = segment_deltas(codes, counts)
+        codes = codes & 0xFFFF if value_encoding == "float16" else np.clip(codes, 0, 255)
+    if value_encoding == "float16":
+        values, vtype = codes.astype(np.uint16), pa.uint16()
+        tail, ttype = arrays.tail_logprob.astype(np.float16), pa.float16()
+    else:
+        values, vtype = np.clip(codes, 0, 255).astype(np.uint8), pa.uint8()
+        tail = np.clip(np.round(-arrays.tail_logprob.astype(np.float64) / TAIL_STEP), 0, 255).astype(np.uint8)
+        ttype = pa.uint8()
     label_offsets = arrays.offsets
+    entry_offsets = np.concatenate([[0], np.cumsum(counts)])[label_offsets]
     prompt_offsets = np.cumsum([0] + [len(p) for p in arrays.prompts])
     table = pa.table(
         {
             "id": pa.array(arrays.ids, pa.string()),
             "language": pa.array(arrays.languages, pa.string()),
-            "prompt_ids": _nested(np.concatenate(arrays.prompts).astype(np.uint16), prompt_offsets, None, pa.uint16()),
-            "label_ids": _nested(arrays.labels.astype(np.uint16), label_offsets, None, pa.uint16()),
-            "topk_ids": _nested(ids.astype(np.uint16), label_offsets, k, pa.uint16()),
-            "topk_logprobs": _nested(values, label_offsets, k, vtype),
-            "tail_logprob": _nested(arrays.tail_logprob.astype(np.float16), label_offsets, None, pa.float16()),
+            "prompt_ids": _nested(np.concatenate(arrays.prompts).astype(np.uint16), prompt_offsets, pa.uint16()),
+            "label_ids": _nested(arrays.labels.astype(np.uint16), label_offsets, pa.uint16()),
+            "topk_count": _nested(counts.astype(np.uint16), label_offsets, pa.uint16()),
+            "topk_ids": _nested(ids.astype(np.uint16), entry_offsets, pa.uint16()),
+            "topk_logprobs": _nested(values, entry_offsets, vtype),
+            "tail_logprob": _nested(tail, label_offsets, ttype),
         }
     )
     return table, metadata
 
 
 def write_parquet(table: pa.Table, metadata: dict[bytes, bytes], sink) -> None:
-    numeric = ["prompt_ids", "label_ids", "topk_ids", "topk_logprobs", "tail_logprob"]
+    # Byte-stream-split only where a value has more than one byte to split.
+    numeric = [f.name for f in table.schema if pa.types.is_list(f.type) and f.type.value_type.bit_width > 8]
     options = {
         "compression": "zstd",
         "compression_level": 19,
@@ -170,33 +229,66 @@ def _flat(column: pa.ChunkedArray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     return values.to_numpy(zero_copy_only=False), offsets
 
 
-EXPECTED_COLUMNS = ("id", "language", "prompt_ids", "label_ids", "topk_ids", "topk_logprobs", "tail_logprob")
+EXPECTED_COLUMNS = (
+    "id",
+    "language",
+    "prompt_ids",
+    "label_ids",
+    "topk_count",
+    "topk_ids",
+    "topk_logprobs",
+    "tail_logprob",
+)
 
 
 def decode_table(
     table: pa.Table, metadata: dict[bytes, bytes] | None, k: int, id_encoding: str, value_encoding: str
 ) -> ShardArrays:
-    """Inverse of :func:`encode_shard` (values come back as float32, ids as int64)."""
+    """Inverse of :func:`encode_shard`: ``[P, k]`` arrays by descending log-prob, padded past each position's
+    count (values come back as float32, ids as int64)."""
     missing = [c for c in EXPECTED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"missing column(s) {missing}")
     labels, offsets = _flat(table.column("label_ids"), 1)
+    counts, _ = _flat(table.column("topk_count"), 1)
     ids, _ = _flat(table.column("topk_ids"), 1)
     values, _ = _flat(table.column("topk_logprobs"), 1)
     tail, _ = _flat(table.column("tail_logprob"), 1)
     n = len(labels)
-    if ids.size != n * k or values.size != n * k or tail.size != n:
-        raise ValueError(f"top-k columns do not hold {k} entries for each of the {n} label positions")
-    ids = ids.astype(np.int64).reshape(n, k)
-    if id_encoding == "rank":
-        if not metadata or ID_TABLE_KEY not in metadata:
-            raise ValueError("rank-encoded ids but no id table in the shard metadata")
-        id_table = _unpack_table(metadata[ID_TABLE_KEY])
-        if ids.size and ids.max() >= len(id_table):
-            raise ValueError("id rank outside the shard's id table")
-        ids = id_table[ids]
-    values = values.reshape(n, k)
-    logprobs = dequantize_q8(values) if value_encoding == "q8" else deltas_to_f16(values)
+    counts = counts.astype(np.int64)
+    if counts.size != n or tail.size != n:
+        raise ValueError(f"topk_count / tail_logprob do not hold one value for each of the {n} label positions")
+    if n and (counts.min() < 1 or counts.max() > k):
+        raise ValueError(f"a label position keeps {counts.min()}..{counts.max()} entries, outside 1..{k}")
+    if ids.size != counts.sum() or values.size != counts.sum():
+        raise ValueError(
+            f"top-k columns do not hold the {counts.sum()} entries topk_count gives ({n} positions, k={k})"
+        )
+    ids, codes = ids.astype(np.int64), values.astype(np.int64)
+    position = np.repeat(np.arange(n), counts)
+    if id_encoding == "delta":
+        ids = segment_cumsum(ids, counts)
+        logprobs = code_values(codes, value_encoding)
+        order = np.lexsort((ids, -logprobs, position))  # descending log-prob within each position, ties by id
+        ids, logprobs = ids[order], logprobs[order]
+    else:
+        if id_encoding == "rank" and ids.size:
+            if not metadata or ID_TABLE_KEY not in metadata:
+                raise ValueError("rank-encoded ids but no id table in the shard metadata")
+            id_table = _unpack_table(metadata[ID_TABLE_KEY])
+            if ids.max() >= len(id_table):
+                raise ValueError("id rank outside the shard's id table")
+            ids = id_table[ids]
+        logprobs = code_values(segment_cumsum(codes, counts), value_encoding)
+    slot = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
+    topk_ids = np.full((n, k), PAD_ID, dtype=np.int64)
+    topk_logprobs = np.full((n, k), -np.inf, dtype=np.float32)
+    topk_ids[position, slot] = ids
+    topk_logprobs[position, slot] = logprobs
+    if value_encoding == "float16":
+        tail_logprob = tail.astype(np.float32)
+    else:
+        tail_logprob = (-tail.astype(np.float64) * TAIL_STEP).astype(np.float32)
     prompts, prompt_offsets = _flat(table.column("prompt_ids"), 1)
     return ShardArrays(
         ids=table.column("id").to_pylist(),
@@ -204,7 +296,8 @@ def decode_table(
         prompts=[prompts[a:b].astype(np.int64).tolist() for a, b in zip(prompt_offsets[:-1], prompt_offsets[1:])],
         labels=labels.astype(np.int64),
         offsets=offsets,
-        topk_ids=ids,
-        topk_logprobs=logprobs,
-        tail_logprob=tail.astype(np.float32),
+        topk_ids=topk_ids,
+        topk_logprobs=topk_logprobs,
+        tail_logprob=tail_logprob,
+        counts=counts,
     )

@@ -98,6 +98,7 @@ def cache_info(folder: Path) -> dict:
         "teacher": content["identity"]["teacher"],
         "manifest": content["identity"]["manifest"],
         "top_k": content["identity"]["top_k"],
+        "min_prob": content["identity"]["min_prob"],
         "temperature": content["identity"]["temperature"],
         "id_encoding": content["identity"]["id_encoding"],
         "value_encoding": content["identity"]["value_encoding"],
@@ -115,8 +116,8 @@ class SparseTargets:
 
     prompt: list[int]
     labels: np.ndarray  # [n]
-    topk_ids: np.ndarray  # [n, k]
-    topk_logprobs: np.ndarray  # [n, k] float32
+    topk_ids: np.ndarray  # [n, k]; past a position's kept entries: padding (id 0, log-prob -inf)
+    topk_logprobs: np.ndarray  # [n, k] float32, descending
     tail_logprob: np.ndarray  # [n] float32
     temperature: float = 1.0  # the teacher's softmax temperature when the cache was built
 
@@ -187,7 +188,8 @@ def open_cache(
 def decoded_table(folder: Path, *, verify: bool = True):
     """The whole cache as one ``pyarrow.Table`` of plain columns, one row per utterance: ``id``, ``language``,
     ``prompt_ids`` and ``label_ids`` (int32 lists), and per label position ``topk_ids`` (int32 token ids) and
-    ``topk_logprobs`` (float32, descending) as lists of k-lists, and ``tail_logprob`` (float32).
+    ``topk_logprobs`` (float32, descending) as lists of per-position lists (the entries the position kept: k,
+    or fewer with ``min_prob``; no padding), and ``tail_logprob`` (float32, log of the mass outside them).
 
     Whatever the id and value encodings, a reader gets token ids and log-probs, as :func:`open_cache` does."""
     import pyarrow as pa
@@ -198,15 +200,15 @@ def decoded_table(folder: Path, *, verify: bool = True):
         problems = verify_cache(folder)
         if problems:
             raise CacheError(f"cache {folder} failed verification: {problems[0]}")
-    k = int(content["identity"]["top_k"])
     tables = []
     for shard in content["shards"]:
         a = _decode_shard(folder, shard, content["identity"])
         offsets = pa.array(a.offsets.astype(np.int32))
-        per_position = pa.array((np.arange(len(a.labels) + 1) * k).astype(np.int32))
+        mask = a.mask()
+        per_position = pa.array(np.concatenate([[0], np.cumsum(a.kept())]).astype(np.int32))
 
         def nested(values: np.ndarray, typ, per_position=per_position, offsets=offsets) -> pa.Array:
-            positions = pa.ListArray.from_arrays(per_position, pa.array(values.reshape(-1), type=typ))
+            positions = pa.ListArray.from_arrays(per_position, pa.array(values, type=typ))
             return pa.ListArray.from_arrays(offsets, positions)
 
         prompt_lens = np.cumsum([0] + [len(p) for p in a.prompts]).astype(np.int32)
@@ -219,8 +221,8 @@ def decoded_table(folder: Path, *, verify: bool = True):
                         pa.array(prompt_lens), pa.array([t for p in a.prompts for t in p], type=pa.int32())
                     ),
                     "label_ids": pa.ListArray.from_arrays(offsets, pa.array(a.labels, type=pa.int32())),
-                    "topk_ids": nested(a.topk_ids, pa.int32()),
-                    "topk_logprobs": nested(a.topk_logprobs, pa.float32()),
+                    "topk_ids": nested(a.topk_ids[mask], pa.int32()),
+                    "topk_logprobs": nested(a.topk_logprobs[mask], pa.float32()),
                     "tail_logprob": pa.ListArray.from_arrays(offsets, pa.array(a.tail_logprob, type=pa.float32())),
                 }
             )

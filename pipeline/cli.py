@@ -137,8 +137,12 @@ def cache_teacher_cmd(
     teacher: Annotated[Path | None, typer.Option(help="Teacher HF checkpoint folder (import_models output).")] = None,
     manifest: Annotated[Path | None, typer.Option(help="Manifest to cache (train.jsonl).")] = None,
     out: Annotated[Path | None, typer.Option(help="Cache folder.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Token ids kept per label position.")] = None,
-    value_encoding: Annotated[str | None, typer.Option(help="float16 or q8.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Token ids kept per label position (at most).")] = None,
+    min_prob: Annotated[
+        float | None, typer.Option(help="Keep only entries of at least this probability (0: always top_k).")
+    ] = None,
+    id_encoding: Annotated[str | None, typer.Option(help="raw, rank or delta.")] = None,
+    value_encoding: Annotated[str | None, typer.Option(help="float16, q8 or sqrt64.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild a cache that was made from other inputs or settings.")] = False,
 ) -> None:
     """Stage cache_teacher: teacher-forced top-k distributions in zstd Parquet shards (resumable; torchrun-aware)."""
@@ -152,6 +156,8 @@ def cache_teacher_cmd(
         manifest=_str(manifest),
         out_dir=_str(out),
         top_k=top_k,
+        min_prob=min_prob,
+        id_encoding=id_encoding,
         value_encoding=value_encoding,
     )
     content = build_cache(config, force=force)

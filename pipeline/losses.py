@@ -10,7 +10,9 @@ mass outside them. Two ways to compare the student with it:
   the teacher's top-k).
 
 Only ``[N, k]`` gathers of the student's log-probs are used: no dense
-vocabulary-sized teacher tensor is built. Divergences are multiplied by
+vocabulary-sized teacher tensor is built. A position may keep fewer than k
+entries (a cache built with ``min_prob``): its padding entries have teacher
+log-prob -inf and take no part, on either side. Divergences are multiplied by
 T^2 and averaged over the label positions given (padding already removed).
 
 The stored log-probs are the teacher's at the cache's temperature T_c. In
@@ -32,6 +34,11 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+# Stands for "no entry" on both sides: exp() is exactly 0 in float32/bf16/fp16, and unlike -inf it keeps
+# 0 * (log p - log q) at 0 and the gradients finite.
+_ABSENT = -1.0e4
+
+
 def sparse_buckets(
     student_logits: torch.Tensor,
     topk_ids: torch.Tensor,
@@ -48,6 +55,9 @@ def sparse_buckets(
     student_all = torch.log_softmax(student_logits / temperature, dim=-1)
     student = student_all.gather(-1, topk_ids)
     teacher = topk_logprobs.to(student.dtype)
+    kept = torch.isfinite(teacher)
+    student = torch.where(kept, student, torch.full_like(student, _ABSENT))
+    teacher = torch.where(kept, teacher, torch.full_like(teacher, _ABSENT))
     if tail == "renorm":
         if stored != temperature:
             teacher = teacher * (stored / temperature)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,14 +130,25 @@ def label_logits(
     return [logits[i, start : start + n].float() for i, n in enumerate(lengths)]
 
 
-def topk_of(logits: torch.Tensor, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k ids and log-probs at temperature ``temperature``, and the log of the mass outside them.
+def topk_of(
+    logits: torch.Tensor, k: int, temperature: float, min_prob: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k ids and log-probs at temperature ``temperature``, the log of the mass outside the kept
+    entries, and how many entries each position keeps.
 
-    The tail is a log-sum-exp over the tokens outside the top-k (not ``log(1 - sum)``),
-    so it stays accurate when the top-k hold almost all the mass.
+    With ``min_prob`` > 0 a position keeps only its entries of probability ``min_prob`` or more (at
+    least one, at most k); the others become padding (id 0, log-prob -inf) and their mass joins the
+    tail. The tail is a log-sum-exp over the tokens not kept (not ``log(1 - sum)``), so it stays
+    accurate when the kept entries hold almost all the mass.
     """
     logprobs = torch.log_softmax(logits / temperature, dim=-1)
     values, ids = logprobs.topk(k, dim=-1)
+    counts = torch.full(values.shape[:-1], k, dtype=torch.long, device=values.device)
+    if min_prob > 0:
+        counts = (values >= math.log(min_prob)).sum(-1).clamp(1, k)
+    kept = torch.arange(k, device=values.device) < counts.unsqueeze(-1)
     rest = logprobs.scatter(-1, ids, float("-inf"))
-    tail = torch.logsumexp(rest, dim=-1)
-    return ids.cpu().numpy(), values.cpu().numpy(), tail.cpu().numpy()
+    tail = torch.logaddexp(torch.logsumexp(rest, dim=-1), torch.logsumexp(values.masked_fill(kept, float("-inf")), -1))
+    values = values.masked_fill(~kept, float("-inf"))
+    ids = ids.masked_fill(~kept, 0)
+    return ids.cpu().numpy(), values.cpu().numpy(), tail.cpu().numpy(), counts.cpu().numpy()

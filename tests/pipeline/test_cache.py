@@ -20,7 +20,7 @@ from pipeline.cache import CacheMismatchError, CacheTeacherConfig, build_cache
 from pipeline.cache_reader import CacheError, cache_info, open_cache, verify_cache
 from pipeline.cli import app
 from pipeline.manifest import load_manifest
-from pipeline.teacher import label_ids, prompt_ids
+from pipeline.teacher import label_ids, prompt_ids, topk_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +78,60 @@ def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
     info = cache_info(cfg.out_dir)
     assert info["tokens"] == sum(len(label_ids(tokenizer, u.text)) for u in utts)
     assert (cfg.out_dir / "README.md").read_text().startswith("---")
+
+
+@pytest.mark.parametrize(("id_encoding", "value_encoding"), [("raw", "float16"), ("delta", "sqrt64")])
+def test_min_prob_keeps_the_entries_above_it_and_moves_the_rest_to_the_tail(
+    tiny_hf_dir, tiny_manifest, tmp_path, id_encoding, value_encoding
+):
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from pipeline.audio import read_wav
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    extractor = WhisperFeatureExtractor.from_pretrained(tiny_hf_dir)
+    utt = load_manifest(tiny_manifest)[2]
+    feats = extractor(
+        [read_wav(tiny_manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt"
+    ).input_features
+    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
+    with torch.no_grad():
+        logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
+    logprobs = torch.log_softmax(logits[len(prompt) - 1 :].double(), -1)
+    top = logprobs.topk(8, -1).values
+    min_prob = float(top[:, 3].exp().median())  # a threshold that cuts positions at different places
+    cfg = _config(
+        tiny_hf_dir,
+        tiny_manifest,
+        tmp_path / "cache",
+        min_prob=min_prob,
+        id_encoding=id_encoding,
+        value_encoding=value_encoding,
+    )
+    build_cache(cfg)
+    got = open_cache(cfg.out_dir).targets(utt.id)
+    want_counts = (top.exp() >= min_prob).sum(-1).clamp(1, 8).numpy()
+    assert len(set(want_counts.tolist())) > 1
+    kept = np.arange(8)[None, :] < want_counts[:, None]
+    assert np.array_equal(kept, np.isfinite(got.topk_logprobs))
+    want_ids = logprobs.topk(8, -1).indices.numpy()
+    for t, c in enumerate(want_counts):  # the same ids (after rounding, near-ties may swap places)
+        assert sorted(got.topk_ids[t, :c].tolist()) == sorted(want_ids[t, :c].tolist())
+    outside = torch.logsumexp(logprobs.scatter(-1, torch.from_numpy(want_ids), float("-inf")), -1)
+    dropped = torch.logsumexp(top.masked_fill(torch.from_numpy(kept), float("-inf")), -1)
+    tolerance = 1e-4 if value_encoding == "float16" else 0.07
+    assert np.allclose(got.tail_logprob, torch.logaddexp(outside, dropped).numpy(), atol=tolerance, rtol=0)
+    assert cache_info(cfg.out_dir)["min_prob"] == min_prob
+    assert "probability >=" in (cfg.out_dir / "README.md").read_text()
+
+
+def test_topk_of_min_prob_on_known_probabilities():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.04, 0.01], [0.97, 0.01, 0.01, 0.005, 0.005], [0.2] * 5])
+    ids, values, tail, counts = topk_of(probs.log(), 4, 1.0, min_prob=0.1)
+    assert counts.tolist() == [3, 1, 4]  # >= 0.1; at least one; at most k
+    assert ids[0].tolist()[:3] == [0, 1, 2] and ids[0, 3] == 0 and values[0, 3] == -np.inf
+    assert np.allclose(np.exp(tail), [0.05, 0.03, 0.2], atol=1e-6)
 
 
 def test_killed_build_resumes_to_the_same_content(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):

@@ -84,3 +84,29 @@ def test_renorm_retempers_a_cache_of_another_temperature_exactly(sparse):
     assert not torch.allclose(sparse(student, at[1.0].indices, at[1.0].values, tail, "renorm", 2.0), stored_at_2)
     with pytest.raises(ValueError, match="cannot be re-tempered"):
         sparse(student, at[1.0].indices, at[1.0].values, tail, "ghost", 2.0, teacher_temperature=1.0)
+
+
+@pytest.mark.parametrize("tail", ["renorm", "ghost"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl])
+def test_padding_entries_take_no_part(tail, dtype, sparse):
+    """A position keeping fewer entries (min_prob caches: padding has log-prob -inf) gives the loss and the
+    gradients of that position with only its kept entries, the padding's mass staying in the tail."""
+    student, ids, vals, tail_lp = _case(5, k=6)
+    student = student.detach().to(dtype).requires_grad_(True)
+    counts = [1, 6, 3, 2, 6, 4]
+    padded_ids, padded_vals, padded_tail = ids.clone(), vals.clone().to(dtype), tail_lp.clone().to(dtype)
+    for t, c in enumerate(counts):
+        padded_tail[t] = torch.logaddexp(tail_lp[t], torch.logsumexp(vals[t, c:], -1))
+        padded_ids[t, c:], padded_vals[t, c:] = 0, float("-inf")
+    got = sparse(student, padded_ids, padded_vals, padded_tail, tail=tail)
+    (grad_got,) = torch.autograd.grad(got, student)
+    want = sum(
+        sparse(student[t : t + 1], ids[t : t + 1, :c], vals[t : t + 1, :c].to(dtype), padded_tail[t : t + 1], tail=tail)
+        for t, c in enumerate(counts)
+    ) / len(counts)
+    (grad_want,) = torch.autograd.grad(want, student)
+    assert torch.isfinite(got) and torch.isfinite(grad_got).all()
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(got, want, atol=tol, rtol=0)
+    assert torch.allclose(grad_got, grad_want, atol=tol, rtol=0)
