@@ -1,19 +1,20 @@
-"""Teacher cache: size, fidelity, build overhead and read throughput on the embedded whisper-base.
+"""Teacher cache: the size-fidelity curve of each encoding, build overhead and read throughput.
 
-    python bench/cache_teacher.py [--manifest data/prepared/dev.jsonl] [--n 72] [--out bench/results/cache_teacher.json]
+    python bench/cache_teacher.py [--manifest data/prepared/dev.jsonl] [--n 72] [--cap 24] [--out bench/results/cache_teacher.json]
 
 1. Runs the teacher (data/models/whisper-base) teacher-forced over N utterances,
    keeping every position's full distribution.
-2. For k in --ks (default 4, 8, 16, 17, 20, 32, 64) and each encoding (ids raw/rank x values
-   float16/q8), encodes the shard as cache_teacher does and reports bytes per
-   label token (shard + cache.json + README), mean top-k mass, and mean
-   Jensen-Shannon divergence (nats) between the full distribution and its
-   reconstruction: `renorm` (top-k renormalised, zero elsewhere) and `ghost`
-   (top-k as stored, the stored tail mass spread evenly over the other tokens).
-   The reference row is "plain": nested list<list<uint16>> ids and float16
-   values, zstd, no other tricks. Also: the whole folder of the cache
-   built at the defaults, and what ideal order-0 entropy coders would need
-   for the k=16 columns (one model per column, or one per slot).
+2. Two ways to choose the entries a position keeps: a fixed top-k (--ks) and every entry of
+   probability >= min_prob (--min-probs), at least one and at most --cap. For each choice and each
+   encoding (ids raw/rank/delta x values float16/q8/sqrt64, --encodings), encodes the shard as
+   cache_teacher does and reports bytes per label token (shard + cache.json + README), entries kept
+   per position, mean kept mass, and mean Jensen-Shannon divergence (nats) between the full
+   distribution and its reconstruction: `renorm` (kept entries renormalised, zero elsewhere) and
+   `ghost` (kept entries as stored, the stored tail mass spread evenly over the other tokens).
+   Rows that are at least as close as top-16 float16 in both modes are marked; the smallest of them
+   is the candidate default. The reference row "plain" is nested list<list<uint16>> ids and float16
+   values, zstd, no other tricks. Also: the whole folder of the cache built at the defaults, and
+   what ideal order-0 entropy coders would need for the k=16 columns.
 3. Build overhead: `build_cache` wall time over a bare loop (features +
    teacher forward) on the same batches.
 4. Read throughput: label positions per second decoded from the shards into
@@ -38,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.cache_format import ShardArrays, decode_table, f16_to_deltas, to_bytes  # noqa: E402
+from pipeline.cache_format import ShardArrays, decode_table, to_bytes, value_codes  # noqa: E402
 from pipeline.cache_reader import open_cache  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import encode, features_for, label_logits, length_batches  # noqa: E402
@@ -66,18 +67,23 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
-def fidelity(full: torch.Tensor, arrays: ShardArrays, chunk: int = 512) -> dict:
-    sums = {"topk_mass": 0.0, "js_renorm": 0.0, "js_ghost": 0.0}
+def fidelity(full: torch.Tensor, arrays: ShardArrays, chunk: int = 256) -> dict:
+    sums = {"entries": 0.0, "kept_mass": 0.0, "js_renorm": 0.0, "js_ghost": 0.0}
+    mask_all = torch.from_numpy(arrays.mask())
     for start in range(0, len(full), chunk):  # dense float64 [chunk, V] tensors: bounded memory
         sl = slice(start, start + chunk)
         p = full[sl].double().exp()
+        mask = mask_all[sl]
+        # padding entries point at the position's best entry, with its value: writing it twice changes nothing
         ids = torch.from_numpy(arrays.topk_ids[sl])
         vals = torch.from_numpy(arrays.topk_logprobs[sl]).double().exp()
-        k, vocab = ids.shape[1], p.shape[1]
-        renorm = torch.zeros_like(p).scatter_(1, ids, vals / vals.sum(1, keepdim=True))
+        ids, vals = torch.where(mask, ids, ids[:, :1]), torch.where(mask, vals, vals[:, :1])
+        kept = (vals * mask).sum(1, keepdim=True)
+        renorm = torch.zeros_like(p).scatter_(1, ids, vals / kept)
         tail = torch.from_numpy(arrays.tail_logprob[sl]).double().exp().unsqueeze(1)
-        ghost = (tail / (vocab - k)).expand_as(p).clone().scatter_(1, ids, vals)
-        sums["topk_mass"] += float(p.gather(1, ids).sum(1).sum())
+        ghost = (tail / (p.shape[1] - mask.sum(1, keepdim=True))).expand_as(p).clone().scatter_(1, ids, vals)
+        sums["entries"] += float(mask.sum())
+        sums["kept_mass"] += float((p.gather(1, ids) * mask).sum())
         sums["js_renorm"] += float(js_divergence(p, renorm).sum())
         sums["js_ghost"] += float(js_divergence(p, ghost).sum())
     return {key: value / len(full) for key, value in sums.items()}
@@ -98,7 +104,7 @@ def entropy_bounds(arrays: ShardArrays) -> dict:
     rank = np.zeros(int(unique.max()) + 1, dtype=np.int64)
     rank[unique[np.lexsort((unique, -counts))]] = np.arange(len(unique))
     ids = rank[arrays.topk_ids]
-    values = f16_to_deltas(arrays.topk_logprobs).astype(np.int64)
+    values = np.diff(value_codes(arrays.topk_logprobs, "float16"), axis=1, prepend=0) & 0xFFFF
     return {
         "ids_order0": order0_bytes(ids) / n,
         "ids_order0_per_slot": sum(order0_bytes(ids[:, j]) for j in range(k)) / n,
@@ -130,22 +136,20 @@ def plain_bytes(arrays: ShardArrays) -> int:
     return len(buffer.getvalue())
 
 
-def arrays_for(items, logprobs: list[torch.Tensor], k: int) -> ShardArrays:
-    ids, vals, tails = [], [], []
-    for lp in logprobs:
-        v, i = lp.topk(k, -1)
-        ids.append(i.numpy())
-        vals.append(v.numpy())
-        tails.append(torch.logsumexp(lp.scatter(-1, i, float("-inf")), -1).numpy())
+def arrays_for(items, logprobs: list[torch.Tensor], k: int, min_prob: float = 0.0) -> ShardArrays:
+    from pipeline.teacher import topk_of
+
+    parts = [topk_of(lp, k, 1.0, min_prob) for lp in logprobs]  # the cache's own selection
     return ShardArrays(
         ids=[it.utt.id for it in items],
         languages=[it.utt.language for it in items],
         prompts=[it.prompt for it in items],
         labels=np.concatenate([np.asarray(it.labels) for it in items]),
         offsets=np.cumsum([0] + [len(it.labels) for it in items]),
-        topk_ids=np.concatenate(ids),
-        topk_logprobs=np.concatenate(vals),
-        tail_logprob=np.concatenate(tails),
+        topk_ids=np.concatenate([p[0] for p in parts]),
+        topk_logprobs=np.concatenate([p[1] for p in parts]),
+        tail_logprob=np.concatenate([p[2] for p in parts]),
+        counts=np.concatenate([p[3] for p in parts]).astype(np.int64),
     )
 
 
@@ -155,7 +159,14 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/dev.jsonl"))
     parser.add_argument("--n", type=int, default=72)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 16, 17, 20, 32, 64])
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 12, 16, 17, 24, 32])
+    parser.add_argument("--min-probs", type=float, nargs="+", default=[5e-3, 2e-3, 1.5e-3, 1.2e-3, 1e-3, 7e-4, 5e-4])
+    parser.add_argument("--cap", type=int, default=24, help="most entries a position keeps with --min-probs")
+    parser.add_argument(
+        "--encodings",
+        nargs="+",
+        default=["raw/float16", "rank/float16", "rank/q8", "delta/float16", "delta/q8", "delta/sqrt64", "rank/sqrt64"],
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/cache_teacher.json"))
     args = parser.parse_args()
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
@@ -194,31 +205,33 @@ def main() -> None:
         torch.set_num_threads(threads)
     n_tokens = sum(len(it.labels) for it in items)
     full_cat = torch.cat(full)
-    rows = []
-    for k in args.ks:
-        arrays = arrays_for(items, full, k)
-        rows.append(
-            {
-                "k": k,
-                "encoding": "plain",
-                "bytes_per_token": round((plain_bytes(arrays) + SIDE_FILES_BYTES) / n_tokens, 2),
-                **fidelity(full_cat, arrays),
-            }
-        )
-        for ids in ("raw", "rank"):
-            for values in ("float16", "q8"):
-                data = to_bytes(arrays, ids, values)
+    selections = [(k, 0.0) for k in args.ks] + [(args.cap, m) for m in args.min_probs]
+    rows, fidelity_of = [], {}
+    for k, min_prob in selections:
+        arrays = arrays_for(items, full, k, min_prob)
+        choice = {"k": k, "min_prob": min_prob}
+        if min_prob == 0.0:
+            plain = (plain_bytes(arrays) + SIDE_FILES_BYTES) / n_tokens
+            rows.append(
+                {**choice, "encoding": "plain", "bytes_per_token": round(plain, 2), **fidelity(full_cat, arrays)}
+            )
+        for encoding in args.encodings:
+            ids, values = encoding.split("/")
+            data = to_bytes(arrays, ids, values)
+            if (k, min_prob, values) not in fidelity_of:  # ids are lossless: the values decide fidelity
                 back = decode_table(
                     pq.read_table(io.BytesIO(data)), pq.read_metadata(io.BytesIO(data)).metadata, k, ids, values
                 )
-                rows.append(
-                    {
-                        "k": k,
-                        "encoding": f"{ids}/{values}",
-                        "bytes_per_token": round((len(data) + SIDE_FILES_BYTES) / n_tokens, 2),
-                        **fidelity(full_cat, back),
-                    }
-                )
+                fidelity_of[k, min_prob, values] = fidelity(full_cat, back)
+            size = (len(data) + SIDE_FILES_BYTES) / n_tokens
+            rows.append(
+                {**choice, "encoding": encoding, "bytes_per_token": round(size, 2), **fidelity_of[k, min_prob, values]}
+            )
+    bar = next(r for r in rows if r["k"] == 16 and r["min_prob"] == 0.0 and r["encoding"].endswith("/float16"))
+    for r in rows:
+        r["at_least_top16_float16"] = r["js_renorm"] <= bar["js_renorm"] and r["js_ghost"] <= bar["js_ghost"]
+    passing = [r for r in rows if r["at_least_top16_float16"] and r["encoding"] != "plain"]
+    smallest = min(passing, key=lambda r: r["bytes_per_token"])
     bounds = {key: round(value, 2) for key, value in entropy_bounds(arrays_for(items, full, 16)).items()}
     report = {
         "teacher": str(args.teacher),
@@ -226,6 +239,8 @@ def main() -> None:
         "utterances": len(items),
         "label_tokens": n_tokens,
         "rows": rows,
+        "bar_top16_float16": {key: bar[key] for key in ("js_renorm", "js_ghost", "bytes_per_token")},
+        "smallest_at_the_bar": smallest,
         "default_build_bytes_per_token": round(folder_bytes / n_tokens, 2),
         "order0_bytes_per_position_k16": bounds,
         "build_seconds": round(build, 2),
@@ -233,13 +248,22 @@ def main() -> None:
         "build_overhead": round(build / bare, 3),
         "read_positions_per_second_1_thread": round(positions / read_s),
     }
-    print(f"{'k':>3} {'encoding':<14} {'bytes/tok':>9} {'top-k mass':>10} {'JS renorm':>10} {'JS ghost':>10}")
+    print(
+        f"{'k':>3} {'min_prob':>8} {'encoding':<15} {'bytes/tok':>9} {'entries':>7} {'kept mass':>9} {'JS renorm':>10} {'JS ghost':>10}"
+    )
     for r in rows:
+        mark = "  <= top-16 float16 in both" if r["at_least_top16_float16"] else ""
         print(
-            f"{r['k']:>3} {r['encoding']:<14} {r['bytes_per_token']:>9} {r['topk_mass']:>10.4f} {r['js_renorm']:>10.5f} {r['js_ghost']:>10.5f}"
+            f"{r['k']:>3} {r['min_prob']:>8g} {r['encoding']:<15} {r['bytes_per_token']:>9} {r['entries']:>7.2f} "
+            f"{r['kept_mass']:>9.4f} {r['js_renorm']:>10.5f} {r['js_ghost']:>10.5f}{mark}"
         )
     print(
-        f"whole cache folder at the defaults (k={cfg.top_k}, {cfg.id_encoding}, {cfg.value_encoding}): "
+        f"smallest at top-16 float16 fidelity: k<={smallest['k']} min_prob {smallest['min_prob']:g} "
+        f"{smallest['encoding']}: {smallest['bytes_per_token']} bytes/token (top-16 float16: {bar['bytes_per_token']})"
+    )
+    print(
+        f"whole cache folder at the defaults (k={cfg.top_k}, min_prob {cfg.min_prob:g}, {cfg.id_encoding}, "
+        f"{cfg.value_encoding}): "
         f"{report['default_build_bytes_per_token']} bytes/token"
     )
     print(f"ideal order-0 coders at k=16, bytes per label position: {bounds}")
