@@ -4,8 +4,9 @@
 
 1. Runs the teacher (data/models/whisper-base) teacher-forced over N utterances,
    keeping every position's full distribution.
-2. Two ways to choose the entries a position keeps: a fixed top-k (--ks) and every entry of
-   probability >= min_prob (--min-probs), at least one and at most --cap. For each choice and each
+2. Three ways to choose the entries a position keeps: a fixed top-k (--ks), every entry of
+   probability >= min_prob (--min-probs), and the fewest best entries holding a share of the mass
+   (--masses); the last two keep at least one entry and at most --cap. For each choice and each
    encoding (ids raw/rank/delta x values float16/q8/sqrt64, --encodings), encodes the shard as
    cache_teacher does and reports bytes per label token (shard + cache.json + README), entries kept
    per position, mean kept mass, and mean Jensen-Shannon divergence (nats) between the full
@@ -136,10 +137,22 @@ def plain_bytes(arrays: ShardArrays) -> int:
     return len(buffer.getvalue())
 
 
-def arrays_for(items, logprobs: list[torch.Tensor], k: int, min_prob: float = 0.0) -> ShardArrays:
+def arrays_for(items, logprobs: list[torch.Tensor], k: int, min_prob: float = 0.0, mass: float = 0.0) -> ShardArrays:
+    """The cache's own selection (``topk_of``); ``mass`` > 0 instead keeps the fewest best entries whose
+    probabilities add up to ``mass`` (at least one, at most k), the rule the cache issue proposed."""
     from pipeline.teacher import topk_of
 
-    parts = [topk_of(lp, k, 1.0, min_prob) for lp in logprobs]  # the cache's own selection
+    parts = []
+    for lp in logprobs:
+        ids, values, tail, counts = topk_of(lp, k, 1.0, min_prob)
+        if mass > 0:
+            cumulative = np.cumsum(np.exp(values.astype(np.float64)), axis=1)
+            counts = np.clip((cumulative < mass).sum(1) + 1, 1, k)
+            drop = np.arange(k)[None, :] >= counts[:, None]
+            dropped = np.where(drop, np.exp(values.astype(np.float64)), 0).sum(1)
+            tail = np.log(np.exp(tail.astype(np.float64)) + dropped).astype(np.float32)
+            ids, values = np.where(drop, 0, ids), np.where(drop, -np.inf, values).astype(np.float32)
+        parts.append((ids, values, tail, counts))
     return ShardArrays(
         ids=[it.utt.id for it in items],
         languages=[it.utt.language for it in items],
@@ -161,7 +174,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 12, 16, 17, 24, 32])
     parser.add_argument("--min-probs", type=float, nargs="+", default=[5e-3, 2e-3, 1.5e-3, 1.2e-3, 1e-3, 7e-4, 5e-4])
-    parser.add_argument("--cap", type=int, default=24, help="most entries a position keeps with --min-probs")
+    parser.add_argument("--masses", type=float, nargs="+", default=[0.95, 0.97, 0.98, 0.99])
+    parser.add_argument("--cap", type=int, default=24, help="most entries a position keeps with --min-probs/--masses")
     parser.add_argument(
         "--encodings",
         nargs="+",
@@ -205,12 +219,13 @@ def main() -> None:
         torch.set_num_threads(threads)
     n_tokens = sum(len(it.labels) for it in items)
     full_cat = torch.cat(full)
-    selections = [(k, 0.0) for k in args.ks] + [(args.cap, m) for m in args.min_probs]
+    selections = [(k, 0.0, 0.0) for k in args.ks] + [(args.cap, m, 0.0) for m in args.min_probs]
+    selections += [(args.cap, 0.0, m) for m in args.masses]
     rows, fidelity_of = [], {}
-    for k, min_prob in selections:
-        arrays = arrays_for(items, full, k, min_prob)
-        choice = {"k": k, "min_prob": min_prob}
-        if min_prob == 0.0:
+    for k, min_prob, mass in selections:
+        arrays = arrays_for(items, full, k, min_prob, mass)
+        choice = {"k": k, "min_prob": min_prob, "mass": mass}
+        if min_prob == 0.0 and mass == 0.0:
             plain = (plain_bytes(arrays) + SIDE_FILES_BYTES) / n_tokens
             rows.append(
                 {**choice, "encoding": "plain", "bytes_per_token": round(plain, 2), **fidelity(full_cat, arrays)}
@@ -218,16 +233,23 @@ def main() -> None:
         for encoding in args.encodings:
             ids, values = encoding.split("/")
             data = to_bytes(arrays, ids, values)
-            if (k, min_prob, values) not in fidelity_of:  # ids are lossless: the values decide fidelity
+            if (k, min_prob, mass, values) not in fidelity_of:  # ids are lossless: the values decide fidelity
                 back = decode_table(
                     pq.read_table(io.BytesIO(data)), pq.read_metadata(io.BytesIO(data)).metadata, k, ids, values
                 )
-                fidelity_of[k, min_prob, values] = fidelity(full_cat, back)
+                fidelity_of[k, min_prob, mass, values] = fidelity(full_cat, back)
             size = (len(data) + SIDE_FILES_BYTES) / n_tokens
             rows.append(
-                {**choice, "encoding": encoding, "bytes_per_token": round(size, 2), **fidelity_of[k, min_prob, values]}
+                {
+                    **choice,
+                    "encoding": encoding,
+                    "bytes_per_token": round(size, 2),
+                    **fidelity_of[k, min_prob, mass, values],
+                }
             )
-    bar = next(r for r in rows if r["k"] == 16 and r["min_prob"] == 0.0 and r["encoding"].endswith("/float16"))
+    bar = next(
+        r for r in rows if r["k"] == 16 and not r["min_prob"] and not r["mass"] and r["encoding"].endswith("/float16")
+    )
     for r in rows:
         r["at_least_top16_float16"] = r["js_renorm"] <= bar["js_renorm"] and r["js_ghost"] <= bar["js_ghost"]
     passing = [r for r in rows if r["at_least_top16_float16"] and r["encoding"] != "plain"]
@@ -254,11 +276,11 @@ def main() -> None:
     for r in rows:
         mark = "  <= top-16 float16 in both" if r["at_least_top16_float16"] else ""
         print(
-            f"{r['k']:>3} {r['min_prob']:>8g} {r['encoding']:<15} {r['bytes_per_token']:>9} {r['entries']:>7.2f} "
+            f"{r['k']:>3} {r['min_prob']:>8g} {r['mass']:>5g} {r['encoding']:<15} {r['bytes_per_token']:>9} {r['entries']:>7.2f} "
             f"{r['kept_mass']:>9.4f} {r['js_renorm']:>10.5f} {r['js_ghost']:>10.5f}{mark}"
         )
     print(
-        f"smallest at top-16 float16 fidelity: k<={smallest['k']} min_prob {smallest['min_prob']:g} "
+        f"smallest at top-16 float16 fidelity: k<={smallest['k']} min_prob {smallest['min_prob']:g} mass {smallest['mass']:g} "
         f"{smallest['encoding']}: {smallest['bytes_per_token']} bytes/token (top-16 float16: {bar['bytes_per_token']})"
     )
     print(

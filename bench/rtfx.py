@@ -1,105 +1,233 @@
-"""Decoding speed on CPU: faster-whisper int8 and CTranslate2 vs transformers float32, one utterance at a time.
+"""Decoding speed on CPU: faster-whisper and CTranslate2 against transformers float32, and CTranslate2's settings.
 
-    python bench/rtfx.py [--n 48] [--out bench/results/rtfx.json]
+    python bench/rtfx.py [--n 24] [--repeats 3] [--batch 8] [--sweep-n 6] [--out bench/results/rtfx.json]
 
-The first N utterances of data/prepared/test.jsonl, decoded greedily with an
-explicit language, no timestamps, at most 64 new tokens (the benchmark's cap; every engine
-stops at the same count), one utterance per
-call for every engine (so batching does not decide the ratio), after one
-warm-up utterance: transformers float32 (features + generate), CTranslate2
-float32 and int8 (features + generate), faster-whisper int8 (its own
-features; the lazy segment generator consumed inside the timer). Run it on
-an idle machine: RTFx = audio seconds / decode seconds.
+1. CTranslate2 settings (pipeline/ct2_tuning.py, what `dw-pipe ct2-tune` runs): seconds per
+   utterance for float32, int8_float32 and int8 under each setting (CT2_FORCE_CPU_ISA,
+   CT2_USE_MKL; one process each), 1 thread and every core under the default, batch 1 and 8,
+   median of --repeats, and whether the token ids equal the default's; the setting the
+   pipeline picks (the fastest with identical ids everywhere, the default unless 5 % faster).
+   This process then decodes under that setting.
+2. Engines on the first --n utterances of data/prepared/test.jsonl (spread over the file),
+   greedy, language given, no timestamps, at most 64 new tokens (every engine stops at the same
+   count): transformers float32 (features + generate), CTranslate2 float32, int8_float32 and
+   int8 (features + generate), faster-whisper int8 (its own features; the lazy segment
+   generator consumed inside the timer). One utterance per call, and in batches of --batch
+   (transformers and CTranslate2; faster-whisper's batched pipeline splits one long recording,
+   it has no call for many short ones, so its engine - CTranslate2 int8 - stands for it).
+   --repeats rounds, each timing every engine once in turn (so a slow spell of the shared
+   machine hits every engine of that round); the ratio to transformers float32 is taken within
+   each round, and the table gives medians.
+3. Where the time goes: encoder seconds per utterance (transformers float32, CTranslate2 float32
+   and int8), against the whole decode: the encoder runs on a 30-second window whatever the
+   utterance's length, so it bounds what int8 can gain.
+
+Needs the embedded DAG's data (make repro). Run it on an idle machine: RTFx = audio seconds / decode seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import ct2_tuning  # noqa: E402
 from pipeline.audio import read_wav  # noqa: E402
 from pipeline.decode import faster_whisper_transcribe, greedy_ctranslate2, strip_prompt  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import prompt_ids  # noqa: E402
+from pipeline.teacher import features_for, prompt_ids  # noqa: E402
 
 MAX_NEW = 64
+COMPUTE = {"float32": "teacher-float32", "int8_float32": "teacher-int8", "int8": "teacher-int8"}
+
+
+def settings_table(args, utts, extractor, tokenizer) -> tuple[list[dict], dict]:
+    sample = utts[: args.sweep_n]
+    features = features_for(extractor, sample, Path("data/prepared")).numpy()
+    prompts = [prompt_ids(tokenizer, u.language) for u in sample]
+    rows = ct2_tuning.sweep(
+        {k: args.ct2 / v for k, v in COMPUTE.items()}, features, prompts, repeats=args.repeats, max_new=MAX_NEW
+    )
+    choice = ct2_tuning.choose(rows)
+    print(f"CTranslate2 settings: seconds per utterance, median of {args.repeats}, {len(sample)} utterances")
+    print(f"{'setting':<8} {'compute':<13} {'threads':>7} {'batch':>5} {'s/utt':>7} {'vs default':>10} same ids")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['setting']:<8} failed: {r['error']}")
+            continue
+        print(
+            f"{r['setting']:<8} {r['compute_type']:<13} {r['threads']:>7} {r['batch']:>5} "
+            f"{r['seconds_per_utterance']:>7.3f} {r['ratio_to_default']:>10.3f} {r['same_ids']}"
+        )
+    print(f"the pipeline picks: {choice['reason']}")
+    return rows, choice
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--sweep-n", type=int, default=6, help="utterances for the settings sweep")
     parser.add_argument("--teacher", type=Path, default=Path("data/models/whisper-base"))
     parser.add_argument("--ct2", type=Path, default=Path("data/ct2"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/rtfx.json"))
     args = parser.parse_args()
-    import ctranslate2
-    from faster_whisper import WhisperModel
+    for need in ("data/prepared/test.jsonl", args.ct2 / "teacher-float32", args.ct2 / "teacher-int8"):
+        if not Path(need).exists():
+            sys.exit(f"error: {need} is missing; run make repro first")
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # generate()'s notes on max_length and masks, once per call
     manifest = Path("data/prepared/test.jsonl")
-    utts = load_manifest(manifest)[:: max(1, len(load_manifest(manifest)) // args.n)][: args.n]
+    everything = load_manifest(manifest)
+    utts = everything[:: max(1, len(everything) // args.n)][: args.n]
     audio = {u.id: read_wav(manifest.parent / u.audio) for u in utts}
     seconds = sum(len(a) for a in audio.values()) / 16_000
     extractor = WhisperFeatureExtractor.from_pretrained(args.teacher)
     tokenizer = WhisperTokenizer.from_pretrained(args.teacher)
-    hf = WhisperForConditionalGeneration.from_pretrained(args.teacher).eval()
 
-    def run_hf(u):
-        feats = extractor([audio[u.id]], sampling_rate=16_000, return_tensors="pt").input_features
-        prompt = prompt_ids(tokenizer, u.language)
+    setting_rows, choice = settings_table(args, utts, extractor, tokenizer)  # before CTranslate2 loads here
+    for key in ct2_tuning.ENV_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(choice["env"])
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    hf = WhisperForConditionalGeneration.from_pretrained(args.teacher).eval()
+    prompts = {u.id: prompt_ids(tokenizer, u.language) for u in utts}
+    batches = [utts[i : i + args.batch] for i in range(0, len(utts), args.batch)]
+
+    def hf_decode(chunk):
+        feats = extractor([audio[u.id] for u in chunk], sampling_rate=16_000, return_tensors="pt").input_features
         with torch.inference_mode():
             out = hf.generate(
-                feats, decoder_input_ids=torch.tensor([prompt]), do_sample=False, num_beams=1, max_new_tokens=MAX_NEW
+                feats,
+                decoder_input_ids=torch.tensor([prompts[u.id] for u in chunk]),
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=MAX_NEW,
             )
-        return strip_prompt(out[0].tolist(), prompt)
+        return [strip_prompt(row.tolist(), prompts[u.id]) for row, u in zip(out, chunk)]
 
-    def ct2_runner(ctype):
-        model = ctranslate2.models.Whisper(
-            str(args.ct2 / f"teacher-{ctype}"), device="cpu", compute_type="default" if ctype == "float32" else "int8"
+    ct2_models = {
+        ctype: ctranslate2.models.Whisper(
+            str(args.ct2 / folder), device="cpu", compute_type=ctype, intra_threads=choice["threads"]
         )
+        for ctype, folder in COMPUTE.items()
+    }
 
-        def run(u):
-            feats = extractor([audio[u.id]], sampling_rate=16_000, return_tensors="np").input_features
-            return greedy_ctranslate2(model, feats, [prompt_ids(tokenizer, u.language)], MAX_NEW)[0]
+    def ct2_decode(ctype):
+        def run(chunk):
+            feats = extractor([audio[u.id] for u in chunk], sampling_rate=16_000, return_tensors="np").input_features
+            return greedy_ctranslate2(ct2_models[ctype], feats, [prompts[u.id] for u in chunk], MAX_NEW)
 
         return run
 
-    fw = WhisperModel(str(args.ct2 / "teacher-int8"), device="cpu", compute_type="int8")
+    fw = WhisperModel(str(args.ct2 / "teacher-int8"), device="cpu", compute_type="int8", cpu_threads=choice["threads"])
 
-    def run_fw(u):
-        return faster_whisper_transcribe(fw, audio[u.id], u.language, MAX_NEW)
+    def fw_decode(chunk):
+        return [faster_whisper_transcribe(fw, audio[u.id], u.language, MAX_NEW) for u in chunk]
 
-    engines = {
-        "transformers float32": run_hf,
-        "ctranslate2 float32": ct2_runner("float32"),
-        "ctranslate2 int8": ct2_runner("int8"),
-        "faster-whisper int8": run_fw,
+    engines = {  # name -> (decode a list of utterances, batched?)
+        "transformers float32": (hf_decode, False),
+        "ctranslate2 float32": (ct2_decode("float32"), False),
+        "ctranslate2 int8_float32": (ct2_decode("int8_float32"), False),
+        "ctranslate2 int8": (ct2_decode("int8"), False),
+        "faster-whisper int8": (fw_decode, False),
+        f"transformers float32, batch {args.batch}": (hf_decode, True),
+        f"ctranslate2 float32, batch {args.batch}": (ct2_decode("float32"), True),
+        f"ctranslate2 int8_float32, batch {args.batch}": (ct2_decode("int8_float32"), True),
+        f"ctranslate2 int8, batch {args.batch}": (ct2_decode("int8"), True),
+    }
+    for run, _ in engines.values():
+        run(utts[:1])  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(args.repeats):
+        for name, (run, batched) in engines.items():
+            start = time.perf_counter()
+            for chunk in batches if batched else ([u] for u in utts):
+                run(chunk)
+            times[name].append(time.perf_counter() - start)
+
+    def encoder_seconds(encode) -> float:
+        runs = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for u in utts:
+                encode(u)
+            runs.append((time.perf_counter() - start) / len(utts))
+        return statistics.median(runs)
+
+    def hf_encode(u):
+        feats = extractor([audio[u.id]], sampling_rate=16_000, return_tensors="pt").input_features
+        with torch.inference_mode():
+            hf.model.encoder(feats)
+
+    def ct2_encode(ctype):
+        def run(u):
+            feats = extractor([audio[u.id]], sampling_rate=16_000, return_tensors="np").input_features
+            ct2_models[ctype].encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)))
+
+        return run
+
+    encoders = {
+        "transformers float32": encoder_seconds(hf_encode),
+        "ctranslate2 float32": encoder_seconds(ct2_encode("float32")),
+        "ctranslate2 int8": encoder_seconds(ct2_encode("int8")),
     }
     rows = {}
-    for name, run in engines.items():
-        run(utts[0])  # warm-up
-        start = time.perf_counter()
-        for u in utts:
-            run(u)
-        wall = time.perf_counter() - start
-        rows[name] = {"decode_seconds": round(wall, 2), "rtfx": round(seconds / wall, 2)}
-    base = rows["transformers float32"]["rtfx"]
-    print(f"{len(utts)} utterances, {seconds:.1f} s of audio, {torch.get_num_threads()} threads")
-    print(f"{'engine':<22} {'decode s':>9} {'RTFx':>7} {'x transformers':>15}")
-    for name, r in rows.items():
-        r["ratio_to_transformers_float32"] = round(r["rtfx"] / base, 2)
-        print(f"{name:<22} {r['decode_seconds']:>9} {r['rtfx']:>7} {r['ratio_to_transformers_float32']:>15}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"utterances": len(utts), "audio_seconds": round(seconds, 1), "engines": rows}, indent=2) + "\n"
+    base = "transformers float32"
+    for name, runs in times.items():
+        reference = times[f"{base}, batch {args.batch}" if name.endswith(f"batch {args.batch}") else base]
+        ratios = [r / t for r, t in zip(reference, runs)]
+        rows[name] = {
+            "decode_seconds": round(statistics.median(runs), 2),
+            "runs": [round(t, 2) for t in runs],
+            "seconds_per_utterance": round(statistics.median(runs) / len(utts), 4),
+            "rtfx": round(seconds / statistics.median(runs), 2),
+            "ratio_to_transformers_float32": round(statistics.median(ratios), 2),
+            "ratios": [round(r, 2) for r in ratios],
+        }
+    print(
+        f"\n{len(utts)} utterances, {seconds:.1f} s of audio, {torch.get_num_threads()} torch threads, "
+        f"CTranslate2: {choice['setting']}, {choice['threads'] or 'default'} threads; medians of {args.repeats} rounds"
     )
+    print(f"{'engine':<34} {'decode s':>9} {'s/utt':>7} {'RTFx':>7} {'x transformers':>15}  per round")
+    for name, r in rows.items():
+        print(
+            f"{name:<34} {r['decode_seconds']:>9} {r['seconds_per_utterance']:>7} {r['rtfx']:>7} "
+            f"{r['ratio_to_transformers_float32']:>15}  {r['ratios']}"
+        )
+    print("encoder alone, s per utterance (median): " + ", ".join(f"{k} {v:.3f}" for k, v in encoders.items()))
+    for name in ("transformers float32", "ctranslate2 float32", "ctranslate2 int8"):
+        share = encoders[name] / rows[name]["seconds_per_utterance"]
+        print(f"  {name}: the encoder is {share:.0%} of the one-at-a-time decode")
+    record = {
+        "command": "python bench/rtfx.py " + " ".join(sys.argv[1:]),
+        "utterances": len(utts),
+        "audio_seconds": round(seconds, 1),
+        "repeats": args.repeats,
+        "batch": args.batch,
+        "machine": ct2_tuning.machine(),
+        "ct2_settings": setting_rows,
+        "ct2_choice": choice,
+        "engines": rows,
+        "encoder_seconds_per_utterance": {k: round(v, 4) for k, v in encoders.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

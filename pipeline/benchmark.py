@@ -89,6 +89,9 @@ class BenchmarkConfig:
     seed: int = 0
     # Where float32 encoder outputs are kept between stages and runs (pipeline/encoder_memo.py); None: not kept
     encoder_memo: Path | None = None
+    # The CTranslate2 setting `dw-pipe ct2-tune` measured fastest with identical hypotheses on this machine
+    # (pipeline/ct2_tuning.py); applied when the record is this machine's. None, or no record: CTranslate2's own.
+    ct2_tuning: Path | None = None
 
     def __post_init__(self) -> None:
         from pipeline.config import ConfigError
@@ -523,7 +526,7 @@ def _transformers_encoder(
 
 
 def _ct2_runs(
-    cfg: BenchmarkConfig, data, extractor, tokenizer, partial: PartialRuns
+    cfg: BenchmarkConfig, data, extractor, tokenizer, partial: PartialRuns, threads: int = 0
 ) -> dict[tuple[str, str], dict[str, Run]]:
     """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features.
 
@@ -567,7 +570,9 @@ def _ct2_runs(
         if kept:
             runs[run_key] = kept
             continue
-        model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=info["effective_compute_type"])
+        model = ctranslate2.models.Whisper(
+            str(folder), device="cpu", compute_type=info["effective_compute_type"], intra_threads=threads
+        )
         for dataset, all_utts in scoped(cfg, f"ct2:{name}", data).items():
             utts = [u for u in all_utts if language is None or u.language == language]
             if not utts:
@@ -616,7 +621,9 @@ def _ct2_runs(
     return runs
 
 
-def _faster_whisper_runs(cfg: BenchmarkConfig, data, partial: PartialRuns) -> dict[tuple[str, str], dict[str, Run]]:
+def _faster_whisper_runs(
+    cfg: BenchmarkConfig, data, partial: PartialRuns, threads: int = 0
+) -> dict[tuple[str, str], dict[str, Run]]:
     """faster-whisper end to end (its own features): what a deployment gets."""
     from faster_whisper import WhisperModel
 
@@ -633,7 +640,9 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data, partial: PartialRuns) -> di
         if kept:
             runs[run_key] = kept
             continue
-        model = WhisperModel(str(folder), device="cpu", compute_type=info["effective_compute_type"])
+        model = WhisperModel(
+            str(folder), device="cpu", compute_type=info["effective_compute_type"], cpu_threads=threads
+        )
         for dataset, utts in scoped(cfg, f"faster-whisper:{name}", data).items():
             root = Path(cfg.datasets[dataset]).parent
             audio = {u.id: read_wav(root / u.audio) for u in utts}
@@ -660,6 +669,10 @@ def _faster_whisper_runs(cfg: BenchmarkConfig, data, partial: PartialRuns) -> di
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    from pipeline import ct2_tuning
+
+    setting = ct2_tuning.applied(cfg.ct2_tuning)  # before CTranslate2 loads
+    threads = int(setting["threads"])  # CTranslate2 intra-op threads; 0: its default
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
@@ -671,11 +684,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "loop_caps": sorted(cfg.loop_caps),  # which utterances get the longer decodes, and how long
         "loop_cap_engines": sorted(cfg.loop_cap_engines),
         "target_languages": sorted(cfg.target_languages) if cfg.loop_caps else None,
+        "ct2_setting": {k: setting[k] for k in ("setting", "env", "threads")},  # the seconds depend on it
     }
     partial = PartialRuns(Path(cfg.out_dir), shared_inputs(cfg.datasets, data, Path(cfg.teacher), settings))
     runs = _hf_runs(cfg, data, extractor, tokenizer, partial)
-    runs |= _ct2_runs(cfg, data, extractor, tokenizer, partial)
-    runs |= _faster_whisper_runs(cfg, data, partial)
+    runs |= _ct2_runs(cfg, data, extractor, tokenizer, partial, threads)
+    runs |= _faster_whisper_runs(cfg, data, partial, threads)
     rows, hyps = [], []
     for per_dataset in runs.values():
         for dataset, run in per_dataset.items():
@@ -692,6 +706,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     extra = {
         "config": json.loads(json.dumps(cfg.__dict__, default=str)),
         "target_languages": list(cfg.target_languages),
+        "ct2_setting": setting,
     }
     write_outputs(cfg.out_dir, rows, hyps, extra)
     partial.clear()
