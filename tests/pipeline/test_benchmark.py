@@ -118,3 +118,33 @@ def test_a_kept_run_at_other_loop_caps_is_decoded_again(tiny_hf_dir, bench_input
     assert len(decodes.models) == 4  # the teacher among them
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     assert {r["group"] for r in rows if r["model"] == "teacher"} >= {"cap=6", "cap=9"}
+
+
+def test_the_benchmark_decodes_with_this_machines_ct2_tuning_record(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):
+    """A record made here applies (CTranslate2 threads) and metrics.json says which setting the seconds came from;
+    a record from another machine does not."""
+    import ctranslate2
+
+    from pipeline import ct2_tuning
+
+    made = []
+    real = ctranslate2.models.Whisper
+
+    def counting(*args, **kwargs):
+        made.append(kwargs.get("intra_threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ctranslate2.models, "Whisper", counting)
+    record = tmp_path / "ct2-tuning.json"
+    choice = {"setting": "default", "env": {}, "threads": 1, "reason": "test"}
+    record.write_text(json.dumps({"machine": ct2_tuning.machine(), "choice": choice}))
+    cfg = replace(_config(tiny_hf_dir, bench_inputs, tmp_path / "bench"), ct2_tuning=record)
+    run_benchmark(cfg)
+    metrics = json.loads((cfg.out_dir / "metrics.json").read_text())
+    assert metrics["ct2_setting"]["threads"] == 1 and metrics["ct2_setting"]["source"] == str(record)
+    assert made and set(made) == {1}
+    record.write_text(json.dumps({"machine": {**ct2_tuning.machine(), "cores": 999}, "choice": choice}))
+    made.clear()
+    run_benchmark(replace(cfg, out_dir=tmp_path / "other"))
+    assert json.loads((tmp_path / "other" / "metrics.json").read_text())["ct2_setting"]["threads"] == 0
+    assert made and set(made) == {0}
