@@ -33,6 +33,8 @@ def _config(teacher: Path, manifest: Path, out: Path, **kw) -> CacheTeacherConfi
             manifest=manifest,
             out_dir=out,
             top_k=8,
+            min_prob=0.0,  # every position keeps its top-8 (the min_prob test sets its own)
+            id_encoding="rank",
             value_encoding="float16",
             shard_target_mb=0.0012,
             batch_size=2,
@@ -334,28 +336,42 @@ def test_shards_load_with_datasets_and_cli_info(tiny_hf_dir, tiny_manifest, tmp_
     assert result.exit_code == 0 and json.loads(result.output)["value_encoding"] == "q8"
 
 
-@pytest.mark.parametrize("ids, values", [("rank", "q8"), ("raw", "float16")])
+@pytest.mark.parametrize(
+    "ids, values, sparse", [("rank", "q8", False), ("raw", "float16", False), ("delta", "sqrt64", True)]
+)
 def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
-    tiny_hf_dir, tiny_manifest, tmp_path, ids, values
+    tiny_hf_dir, tiny_manifest, tmp_path, ids, values, sparse
 ):
-    """One call gives plain columns, whatever the encodings; the Parquet export reads the same with datasets alone."""
+    """One call gives plain columns, whatever the encodings; the Parquet export reads the same with datasets alone.
+    With min_prob, each position's list holds the entries it kept (no padding)."""
     import datasets
 
     from pipeline.cache_reader import load_decoded
 
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache", id_encoding=ids, value_encoding=values)
+    if sparse:  # a threshold that cuts positions at different places
+        build_cache(replace(cfg, out_dir=tmp_path / "full"))
+        fourth = np.concatenate([s.topk_logprobs[:, 3] for s in open_cache(tmp_path / "full").shards])
+        cfg = replace(cfg, min_prob=float(np.exp(np.median(fourth))))
     build_cache(cfg)
     cache = open_cache(cfg.out_dir)
     ds = load_decoded(cfg.out_dir)
     assert len(ds) == len(cache) == 7
+    lengths = set()
     for row in ds:
         t = cache.targets(row["id"])
+        kept = np.isfinite(t.topk_logprobs)
         assert row["prompt_ids"] == t.prompt and row["label_ids"] == t.labels.tolist()
-        assert row["topk_ids"] == t.topk_ids.tolist()  # token ids, not ranks
-        assert np.array_equal(np.asarray(row["topk_logprobs"], dtype=np.float32), t.topk_logprobs)
+        assert row["topk_ids"] == [i[m].tolist() for i, m in zip(t.topk_ids, kept)]  # token ids, not ranks
+        got = [np.asarray(v, dtype=np.float32) for v in row["topk_logprobs"]]
+        assert all(np.array_equal(g, v[m]) for g, v, m in zip(got, t.topk_logprobs, kept))
         assert np.array_equal(np.asarray(row["tail_logprob"], dtype=np.float32), t.tail_logprob)
-        assert all(len(position) == 8 for position in row["topk_ids"])
+        lengths |= {len(position) for position in row["topk_ids"]}
         assert row["topk_ids"][0][0] < 51865 and row["topk_logprobs"][0][0] <= 0  # the best entry comes first
+    if sparse:
+        assert len(lengths) > 1 and max(lengths) <= 8
+    else:
+        assert lengths == {8}
 
     out = tmp_path / "decoded"
     result = CliRunner().invoke(app, ["cache", "decode", str(cfg.out_dir), str(out)])

@@ -1,0 +1,255 @@
+"""Quantization bias by model size: what int8 costs a student of each size, per language, next to the teacher.
+
+    python bench/quant_sizes.py [--sizes 0,1,2,4,5 0,2,5] [--compute-types float32 int8] [--params params.yaml]
+                                [--work data/quant-sizes] [--out bench/results/quant_sizes.json]
+
+The paper's second axis (DistilWhisper, ../shared/paper/paper-summary.md): small models lose the most under
+quantization, on low-resource languages most of all. For each --sizes entry (the teacher's decoder layers the
+student keeps; experts on every kept layer) this trains the distilwhisper student of params.yaml train_student
+with that shape (the DAG's own student serves the size params.yaml names, when it is up to date), exports it
+for each target language, and converts every export and the teacher with CTranslate2 at each --compute-types
+(on a CPU, int8 runs as int8_float32: `effective_compute_type` in the JSON). One benchmark (params.yaml
+benchmark settings, target languages only, no longer loop caps) decodes them all on the test sets.
+
+Per (dataset, language, model): the float32 error rate, each quantized type's, and its cost (quantized minus
+float32, error-rate points) with the benchmark's paired 95 % bootstrap interval over utterances. Writes --out,
+a plot (the same name, .png: int8 cost against model size, one line per language, languages by Whisper's
+training hours), and prints the table. Finished students, exports and conversions are reused only when made
+from the same inputs (bench/seeds.py's records).
+
+Needs the DAG's data, teacher cache and models: `dvc repro cache_teacher`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from seeds import Settings, benchmark_config, convert, stamp, up_to_date  # noqa: E402
+
+from pipeline.benchmark import run_benchmark  # noqa: E402
+from pipeline.errors import INTERRUPTED, USER_ERRORS, DwPipeError  # noqa: E402
+from pipeline.export import export_student  # noqa: E402
+from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
+from pipeline.languages import by_resource_level, whisper_training_hours  # noqa: E402
+from pipeline.progress import set_progress  # noqa: E402
+from pipeline.stage import configure_logging  # noqa: E402
+from pipeline.train import train_student, trained_summary, training_inputs  # noqa: E402
+
+log = logging.getLogger("bench.quant_sizes")
+MODE = "distilwhisper"
+
+
+def layers_of(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: decoder layers as comma-separated indices, e.g. 0,2,5") from None
+    if not layers or len(set(layers)) != len(layers):
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one layer, each once")
+    return layers
+
+
+def train_size(settings: Settings, layers: tuple[int, ...], work: Path) -> dict:
+    """The distilwhisper student keeping ``layers`` of the teacher's decoder: {"folder", "dev_error_rate", ...}."""
+    cfg = next((c for c in settings.train.configs() if c.mode == MODE), None)
+    if cfg is None:
+        raise DwPipeError(f"train_student.modes {list(settings.train.modes)} has no {MODE}")
+    inputs = training_inputs(cfg)
+    shape = {"keep_decoder_layers": layers, "clsr_decoder_layers": tuple(range(len(layers)))}
+    summary, folder, trained = None, cfg.out_dir, False
+    kept = cfg.keep_decoder_layers
+    if kept is None:  # every layer of the base
+        base = Path(str(cfg.base).partition("@")[0])
+        kept = tuple(range(json.loads((base / "config.json").read_text())["decoder_layers"]))
+    if tuple(kept) == layers and tuple(cfg.clsr_decoder_layers) == shape["clsr_decoder_layers"]:
+        summary = trained_summary(cfg, inputs)  # the DAG's own student, when up to date
+    if summary is None:
+        mine = replace(cfg, **shape, out_dir=work / f"decoder{len(layers)}" / "students" / MODE)
+        folder, summary = mine.out_dir, trained_summary(mine, inputs)
+        if summary is None:
+            summary, trained = train_student(mine, inputs), True
+    return {
+        "layers": list(layers),
+        "folder": str(folder),
+        "dev_error_rate": summary["dev_wer_best"],
+        "trained": trained,
+    }
+
+
+def convert_size(settings: Settings, student: dict, ctypes: list[str], work: Path) -> dict[str, Path]:
+    """Exports per target language, converted at each type: {benchmark folder name: CTranslate2 folder}."""
+    folders = {}
+    n = len(student["layers"])
+    for lang in settings.bench.target_languages:
+        export = work / f"decoder{n}" / "exports" / lang
+        made_from = {
+            "student_sha256": sha256_tree(Path(student["folder"])),
+            "language": lang,
+            "threshold": settings.export.threshold,
+        }
+        if not up_to_date(export, made_from):
+            export_student(Path(student["folder"]), lang, export, settings.export.threshold)
+            stamp(export, made_from)
+        for ctype in ctypes:
+            out = work / f"decoder{n}" / "ct2" / f"{lang}-{ctype}"
+            folders[f"{MODE}-decoder{n}-{lang}-{ctype}"] = convert(export, out, ctype, settings.quantize.device)
+    return folders
+
+
+def model_of(row: dict) -> str:
+    """The benchmark names a per-language export ``ct2:<name>-<language>``; its size is the model's."""
+    suffix = f"-{row['language']}"
+    return row["model"][: -len(suffix)] if row["model"].endswith(suffix) else row["model"]
+
+
+def cost_table(rows: list[dict], sizes: dict[str, int], targets: list[str]) -> list[dict]:
+    """One entry per (dataset, language, model, quantized type): float32 and quantized error rates, the cost."""
+    table = []
+    rows = [{**r, "model": model_of(r)} for r in rows if r["group"] == "all" and r["language"] in targets]
+    rows = [r for r in rows if r["model"] in sizes]
+    float32 = {(r["dataset"], r["language"], r["model"]): r for r in rows if r["compute_type"] == "float32"}
+    for r in rows:
+        if r["compute_type"] == "float32":
+            continue
+        base = float32.get((r["dataset"], r["language"], r["model"]))
+        if base is None or r.get("delta") is None:
+            continue
+        table.append(
+            {
+                "dataset": r["dataset"],
+                "language": r["language"],
+                "model": r["model"],
+                "decoder_layers": sizes[r["model"]],
+                "model_size_mb_float32": base["model_size_mb"],
+                "compute_type": r["compute_type"],
+                "effective_compute_type": r["effective_compute_type"],
+                "n_utterances": r["n_utterances"],
+                "float32": base["error_rate"],
+                "quantized": r["error_rate"],
+                "cost": r["delta"],
+                "cost_ci95": r["delta_ci95"],
+            }
+        )
+    order = {lang: i for i, lang in enumerate(by_resource_level(targets))}
+    table.sort(key=lambda t: (t["dataset"], order[t["language"]], -t["decoder_layers"], t["compute_type"]))
+    return table
+
+
+def plot(table: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({t["dataset"] for t in table})
+    hours = whisper_training_hours()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [t for t in table if t["dataset"] == dataset and t["compute_type"] != "float32"]
+        languages = list(dict.fromkeys(t["language"] for t in mine))  # already by training hours
+        for i, lang in enumerate(languages):
+            points = sorted((t for t in mine if t["language"] == lang), key=lambda t: t["model_size_mb_float32"])
+            x = [t["model_size_mb_float32"] * (1 + 0.01 * (i - 1)) for t in points]  # a nudge: intervals apart
+            y = [100 * t["cost"] for t in points]
+            low = [100 * (t["cost"] - t["cost_ci95"][0]) for t in points]
+            high = [100 * (t["cost_ci95"][1] - t["cost"]) for t in points]
+            label = f"{lang} ({hours.get(lang, float('nan')):g} h)"
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
+        for t in {t["model"]: t for t in mine}.values():
+            ax.annotate(
+                f"{t['decoder_layers']} dec. layers",
+                (t["model_size_mb_float32"], 0),
+                textcoords="offset points",
+                xytext=(0, -14),
+                ha="center",
+                fontsize=7,
+            )
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("model size, float32 (MB)")
+        ax.set_ylabel("int8 cost: WER int8 - float32 (points)")
+        ax.set_title(f"{dataset}: quantization cost by model size")
+        ax.legend(title="language (Whisper hours)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = Settings.load(args.params)
+    if len({tuple(s) for s in args.sizes}) != len(args.sizes):
+        raise DwPipeError(f"--sizes {args.sizes}: a size is named twice")
+    if len({len(s) for s in args.sizes}) != len(args.sizes):
+        raise DwPipeError("--sizes: give each size a different number of layers (the folders are named by it)")
+    students = [train_size(settings, tuple(layers), args.work) for layers in args.sizes]
+    folders: dict[str, Path] = {}
+    for student in students:
+        folders |= convert_size(settings, student, args.compute_types, args.work)
+    _, fixed = settings.exported(False)
+    teacher = fixed.get("teacher")
+    if teacher is None:
+        raise DwPipeError("quantize.models has no teacher to compare with")
+    for ctype in args.compute_types:
+        folders[f"teacher-{ctype}"] = convert(teacher, args.work / "ct2" / f"teacher-{ctype}", ctype, "cpu")
+    cfg = replace(benchmark_config(settings, args.work, {}, folders, False), loop_caps=(), out_dir=args.work / "bench")
+    run_benchmark(cfg)
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    teacher_layers = json.loads((Path(settings.bench.teacher) / "config.json").read_text())["decoder_layers"]
+    sizes = {f"ct2:{MODE}-decoder{len(s['layers'])}": len(s["layers"]) for s in students}
+    sizes["ct2:teacher"] = teacher_layers
+    table = cost_table(rows, sizes, list(settings.bench.target_languages))
+    report = {
+        "command": "python bench/quant_sizes.py " + " ".join(sys.argv[1:]),
+        "units": "error rates and costs as fractions (0.123 = 12.3 %); cost = quantized minus float32, paired "
+        "95 % bootstrap over utterances",
+        "students": students,
+        "compute_types": args.compute_types,
+        "languages_by_whisper_hours": by_resource_level(list(settings.bench.target_languages)),
+        "table": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    plot(table, args.out.with_suffix(".png"))
+    print("| dataset | language | model | decoder layers | size MB | type | float32 | quantized | cost [95 % CI] |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for t in table:
+        low, high = t["cost_ci95"]
+        print(
+            f"| {t['dataset']} | {t['language']} | {t['model']} | {t['decoder_layers']} | "
+            f"{t['model_size_mb_float32']:.0f} | {t['compute_type']} ({t['effective_compute_type']}) | "
+            f"{100 * t['float32']:.1f} | {100 * t['quantized']:.1f} | "
+            f"{100 * t['cost']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |"
+        )
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--sizes", type=layers_of, nargs="+", default=[(0, 1, 2, 4, 5), (0, 2, 5)])
+    parser.add_argument("--compute-types", nargs="+", default=["float32", "int8"])
+    parser.add_argument("--work", type=Path, default=Path("data/quant-sizes"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quant_sizes.json"))
+    args = parser.parse_args()
+    if "float32" not in args.compute_types:
+        parser.error("--compute-types needs float32: the costs are measured against it")
+    configure_logging()
+    set_progress(sys.stderr.isatty())
+    try:
+        run(args)
+    except USER_ERRORS as exc:
+        sys.exit(f"error: bench/quant_sizes.py: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(f"bench/quant_sizes.py {INTERRUPTED}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""bench/quant_sizes.py end to end on the tiny profile: two student sizes and the teacher, float32 and int8
+(slow: a few minutes on 2 cores). The size the params name is the DAG's own student."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from tiny_repro import prepare, run  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_sizes_and_the_teacher_at_float32_and_int8(tmp_path):
+    prepare(tmp_path)
+    run(["dvc", "repro", "train_student"], tmp_path)
+    cmd = [sys.executable, "bench/quant_sizes.py", "--sizes", "0,1", "1", "--out", "out/sizes.json"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads((tmp_path / "out/sizes.json").read_text())
+    assert (tmp_path / "out/sizes.png").stat().st_size > 0
+    students = {len(s["layers"]): s for s in report["students"]}
+    assert students[2]["folder"] == "data/students/distilwhisper" and not students[2]["trained"]
+    assert students[1]["trained"]
+    table = report["table"]
+    cells = {(t["dataset"], t["language"], t["model"], t["decoder_layers"]) for t in table}
+    models = {("ct2:distilwhisper-decoder2", 2), ("ct2:distilwhisper-decoder1", 1), ("ct2:teacher", 2)}
+    assert cells == {(d, lang, m, n) for d in ("test", "test_ood") for lang in ("pl", "cs") for m, n in models}
+    for t in table:
+        assert t["compute_type"] == "int8"
+        assert t["cost"] == pytest.approx(t["quantized"] - t["float32"], abs=2e-4)
+        assert t["cost_ci95"][0] <= t["cost"] <= t["cost_ci95"][1]
+    sizes = {t["model"]: t["model_size_mb_float32"] for t in table}
+    assert sizes["ct2:distilwhisper-decoder1"] < sizes["ct2:distilwhisper-decoder2"]
