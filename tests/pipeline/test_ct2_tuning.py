@@ -93,3 +93,34 @@ def test_sweep_times_each_setting_in_its_own_process(tiny_ct2, tiny_hf_dir):
     failed = [r for r in rows if "error" in r]
     assert [r["setting"] for r in failed] == ["bad"] and failed[0]["error"]
     assert ct2_tuning.choose(rows)["setting"] in ("default", "AVX2")
+
+
+def test_tune_writes_a_record_the_benchmark_reads(tiny_hf_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.benchmark import BenchmarkConfig
+    from pipeline.cli import app
+    from tests.conftest import write_bench_inputs
+
+    inputs = write_bench_inputs(tmp_path / "inputs", tiny_hf_dir, seed=3)
+    cfg = BenchmarkConfig(
+        datasets={"test": str(inputs["test"])},
+        out_dir=tmp_path / "bench",
+        teacher=str(tiny_hf_dir),
+        untrained=str(tiny_hf_dir),
+        ct2_dir=str(inputs["ct2"]),
+        target_languages=("cs",),
+        max_new_tokens=4,
+        ct2_tuning=tmp_path / "ct2-tuning.json",
+    )
+    record = ct2_tuning.tune(cfg, n=2, repeats=1, settings=["default", "AVX2"])
+    saved = json.loads(cfg.ct2_tuning.read_text())
+    assert saved["machine"] == ct2_tuning.machine() and saved["choice"] == record["choice"]
+    assert {r["compute_type"] for r in saved["rows"]} == {"float32", "int8_float32", "int8"}
+    from pipeline.manifest import load_manifest
+
+    language = {u.id: u.language for u in load_manifest(inputs["test"])}
+    assert [language[uid] for uid in saved["utterances"]] == ["cs", "cs"]  # target languages first
+    assert saved["choice"]["setting"] in ("default", "AVX2")
+    result = CliRunner().invoke(app, ["ct2-tune", "--setting", "NOSUCH"])
+    assert result.exit_code != 0 and "unknown setting" in result.output
