@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.cache_format import FORMAT_VERSION, ID_ENCODINGS, VALUE_ENCODINGS, ShardArrays, to_bytes
+from pipeline.cache_format import (
+    FORMAT_VERSION,
+    ID_ENCODINGS,
+    SQRT_LEVELS,
+    VALUE_ENCODINGS,
+    ShardArrays,
+    to_bytes,
+)
 from pipeline.distributed import barrier, rank_and_world
 from pipeline.errors import DwPipeError
 from pipeline.fsutil import atomic_write_text, remove_temp_files, sha256_files
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 
 IDENTITY_KEY = b"dw_pipe.identity"
 SHARD_KEY = b"dw_pipe.shard"
+SQRT64_SMALLEST = 1.0 / SQRT_LEVELS**2  # the smallest probability a sqrt64 code holds
 # Rough bytes per label token, used only to turn shard_target_mb into a fixed row count.
 EST_BYTES_PER_TOKEN = {"float16": 50.0, "q8": 36.0, "sqrt64": 30.0}
 
@@ -85,6 +93,11 @@ class CacheTeacherConfig:
             problems.append(f"top_k {self.top_k} outside 1..1024")
         if not 0.0 <= self.min_prob < 1.0:
             problems.append(f"min_prob {self.min_prob} outside [0, 1)")
+        elif self.value_encoding == "sqrt64" and self.min_prob < SQRT64_SMALLEST:
+            problems.append(
+                f"value_encoding sqrt64 holds probabilities down to {SQRT64_SMALLEST:.6f} (1/64^2), min_prob is "
+                f"{self.min_prob}: raise min_prob to at least that, or use q8 or float16"
+            )
         if self.temperature <= 0:
             problems.append("temperature must be positive")
         if problems:

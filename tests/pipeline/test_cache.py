@@ -82,7 +82,8 @@ def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
     assert (cfg.out_dir / "README.md").read_text().startswith("---")
 
 
-@pytest.mark.parametrize(("id_encoding", "value_encoding"), [("raw", "float16"), ("delta", "sqrt64")])
+# sqrt64 is refused below 1/64^2 (the tiny model's probabilities are ~1e-4); its codes: test_cache_format.py
+@pytest.mark.parametrize(("id_encoding", "value_encoding"), [("raw", "float16"), ("delta", "q8")])
 def test_min_prob_keeps_the_entries_above_it_and_moves_the_rest_to_the_tail(
     tiny_hf_dir, tiny_manifest, tmp_path, id_encoding, value_encoding
 ):
@@ -122,7 +123,7 @@ def test_min_prob_keeps_the_entries_above_it_and_moves_the_rest_to_the_tail(
         assert sorted(got.topk_ids[t, :c].tolist()) == sorted(want_ids[t, :c].tolist())
     outside = torch.logsumexp(logprobs.scatter(-1, torch.from_numpy(want_ids), float("-inf")), -1)
     dropped = torch.logsumexp(top.masked_fill(torch.from_numpy(kept), float("-inf")), -1)
-    tolerance = 1e-4 if value_encoding == "float16" else 0.07
+    tolerance = 1e-4 if value_encoding == "float16" else 0.07  # q8 tails: steps of 1/8 nat
     assert np.allclose(got.tail_logprob, torch.logaddexp(outside, dropped).numpy(), atol=tolerance, rtol=0)
     assert cache_info(cfg.out_dir)["min_prob"] == min_prob
     assert "probability >=" in (cfg.out_dir / "README.md").read_text()
@@ -134,6 +135,15 @@ def test_topk_of_min_prob_on_known_probabilities():
     assert counts.tolist() == [3, 1, 4]  # >= 0.1; at least one; at most k
     assert ids[0].tolist()[:3] == [0, 1, 2] and ids[0, 3] == 0 and values[0, 3] == -np.inf
     assert np.allclose(np.exp(tail), [0.05, 0.03, 0.2], atol=1e-6)
+
+
+def test_sqrt64_is_refused_where_it_cannot_hold_the_entries(tmp_path):
+    from pipeline.errors import DwPipeError
+
+    cfg = _config(tmp_path, tmp_path / "m.jsonl", tmp_path / "cache", value_encoding="sqrt64", min_prob=0.0)
+    with pytest.raises(DwPipeError, match="sqrt64 holds probabilities down to"):
+        cfg.check()
+    replace(cfg, min_prob=0.0012).check()
 
 
 def test_killed_build_resumes_to_the_same_content(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
@@ -168,7 +178,8 @@ def _params(cfg: CacheTeacherConfig, folder: Path) -> Path:
     params.write_text(
         "cache_teacher:\n"
         f"  teacher: {cfg.teacher}\n  manifest: {cfg.manifest}\n  out_dir: {cfg.out_dir}\n"
-        f"  top_k: {cfg.top_k}\n  value_encoding: {cfg.value_encoding}\n  shard_target_mb: {cfg.shard_target_mb}\n"
+        f"  top_k: {cfg.top_k}\n  min_prob: {cfg.min_prob}\n  id_encoding: {cfg.id_encoding}\n"
+        f"  value_encoding: {cfg.value_encoding}\n  shard_target_mb: {cfg.shard_target_mb}\n"
         f"  batch_size: {cfg.batch_size}\n  device: cpu\n"
     )
     return params
@@ -337,7 +348,7 @@ def test_shards_load_with_datasets_and_cli_info(tiny_hf_dir, tiny_manifest, tmp_
 
 
 @pytest.mark.parametrize(
-    "ids, values, sparse", [("rank", "q8", False), ("raw", "float16", False), ("delta", "sqrt64", True)]
+    "ids, values, sparse", [("rank", "q8", False), ("raw", "float16", False), ("delta", "q8", True)]
 )
 def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
     tiny_hf_dir, tiny_manifest, tmp_path, ids, values, sparse
@@ -350,7 +361,7 @@ def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
 
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache", id_encoding=ids, value_encoding=values)
     if sparse:  # a threshold that cuts positions at different places
-        build_cache(replace(cfg, out_dir=tmp_path / "full"))
+        build_cache(replace(cfg, out_dir=tmp_path / "full", id_encoding="rank", value_encoding="float16"))
         fourth = np.concatenate([s.topk_logprobs[:, 3] for s in open_cache(tmp_path / "full").shards])
         cfg = replace(cfg, min_prob=float(np.exp(np.median(fourth))))
     build_cache(cfg)
@@ -385,12 +396,7 @@ def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
 def test_two_ranks_under_torchrun_equal_one_process(tiny_hf_dir, tiny_manifest, tmp_path):
     single = _config(tiny_hf_dir, tiny_manifest, tmp_path / "single")
     build_cache(single)
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        "cache_teacher:\n"
-        f"  teacher: {tiny_hf_dir}\n  manifest: {tiny_manifest}\n  out_dir: {tmp_path / 'ranks'}\n"
-        "  top_k: 8\n  value_encoding: float16\n  shard_target_mb: 0.0012\n  batch_size: 2\n  device: cpu\n"
-    )
+    params = _params(replace(single, out_dir=tmp_path / "ranks"), tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
