@@ -111,9 +111,10 @@ def cache_agreement(base: Path, data: Path, work: Path) -> dict:
     top1, overlap, tail_diff, positions = 0, 0.0, 0.0, 0
     for uid in cpu.index:
         a, b = gpu.targets(uid), cpu.targets(uid)
-        k = a.topk_ids.shape[1]
         top1 += int((a.topk_ids[:, 0] == b.topk_ids[:, 0]).sum())
-        overlap += sum(len(set(x) & set(y)) / k for x, y in zip(a.topk_ids.tolist(), b.topk_ids.tolist()))
+        for ids_a, lp_a, ids_b, lp_b in zip(a.topk_ids, a.topk_logprobs, b.topk_ids, b.topk_logprobs):
+            kept_a, kept_b = set(ids_a[np.isfinite(lp_a)].tolist()), set(ids_b[np.isfinite(lp_b)].tolist())
+            overlap += len(kept_a & kept_b) / max(len(kept_a), len(kept_b))  # of the entries kept (min_prob: <= k)
         tail_diff += float(np.abs(a.tail_logprob - b.tail_logprob).sum())
         positions += len(a.labels)
     return {
