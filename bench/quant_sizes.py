@@ -32,15 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seeds import Settings, benchmark_config, convert, stamp, up_to_date  # noqa: E402
+from seeds import Settings, benchmark_config, cli, convert, stamp, up_to_date  # noqa: E402
 
 from pipeline.benchmark import run_benchmark  # noqa: E402
-from pipeline.errors import INTERRUPTED, USER_ERRORS, DwPipeError  # noqa: E402
+from pipeline.errors import DwPipeError  # noqa: E402
 from pipeline.export import export_student  # noqa: E402
 from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
 from pipeline.languages import by_resource_level, whisper_training_hours  # noqa: E402
-from pipeline.progress import set_progress  # noqa: E402
-from pipeline.stage import configure_logging  # noqa: E402
 from pipeline.train import train_student, trained_summary, training_inputs  # noqa: E402
 
 log = logging.getLogger("bench.quant_sizes")
@@ -241,14 +239,7 @@ def main() -> None:
     args = parser.parse_args()
     if "float32" not in args.compute_types:
         parser.error("--compute-types needs float32: the costs are measured against it")
-    configure_logging()
-    set_progress(sys.stderr.isatty())
-    try:
-        run(args)
-    except USER_ERRORS as exc:
-        sys.exit(f"error: bench/quant_sizes.py: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(f"bench/quant_sizes.py {INTERRUPTED}")
+    cli(run, args, "bench/quant_sizes.py")
 
 
 if __name__ == "__main__":

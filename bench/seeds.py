@@ -356,15 +356,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/seeds.json"))
     parser.add_argument("--bootstrap", type=int, default=0, help="replicates; 0: benchmark.bootstrap of params")
     parser.add_argument("--all-exports", action="store_true", help="convert every mode's export, clsr's too")
-    args = parser.parse_args()
+    cli(run, parser.parse_args(), "bench/seeds.py")
+
+
+def cli(run_it, args: argparse.Namespace, name: str) -> None:
+    """A bench program's run under the CLI's conventions: logging, one line for a user error or Ctrl-C."""
     configure_logging()
     set_progress(sys.stderr.isatty())
     try:
-        run(args)
+        run_it(args)
     except USER_ERRORS as exc:
-        sys.exit(f"error: bench/seeds.py: {exc}")
+        sys.exit(f"error: {name}: {exc}")
     except KeyboardInterrupt:
-        sys.exit(f"bench/seeds.py {INTERRUPTED}")
+        sys.exit(f"{name} {INTERRUPTED}")
 
 
 if __name__ == "__main__":
