@@ -59,15 +59,7 @@ def settings_table(args, utts, extractor, tokenizer) -> tuple[list[dict], dict]:
     )
     choice = ct2_tuning.choose(rows)
     print(f"CTranslate2 settings: seconds per utterance, median of {args.repeats}, {len(sample)} utterances")
-    print(f"{'setting':<8} {'compute':<13} {'threads':>7} {'batch':>5} {'s/utt':>7} {'vs default':>10} same ids")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['setting']:<8} failed: {r['error']}")
-            continue
-        print(
-            f"{r['setting']:<8} {r['compute_type']:<13} {r['threads']:>7} {r['batch']:>5} "
-            f"{r['seconds_per_utterance']:>7.3f} {r['ratio_to_default']:>10.3f} {r['same_ids']}"
-        )
+    print("\n".join(ct2_tuning.table_lines(rows)))
     print(f"the pipeline picks: {choice['reason']}")
     return rows, choice
 

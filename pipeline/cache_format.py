@@ -169,9 +169,8 @@ def encode_shard(arrays: ShardArrays, id_encoding: str, value_encoding: str) -> 
             ids = rank[ids]
             metadata[ID_TABLE_KEY] = _pack_table(table)
         codes = segment_deltas(codes, counts)
-        codes = codes & 0xFFFF if value_encoding == "float16" else np.clip(codes, 0, 255)
     if value_encoding == "float16":
-        values, vtype = codes.astype(np.uint16), pa.uint16()
+        values, vtype = (codes & 0xFFFF).astype(np.uint16), pa.uint16()  # differences mod 2^16
         tail, ttype = arrays.tail_logprob.astype(np.float16), pa.float16()
     else:
         values, vtype = np.clip(codes, 0, 255).astype(np.uint8), pa.uint8()

@@ -345,22 +345,14 @@ def ct2_tune_cmd(
     """Time CTranslate2 under each CPU setting (CT2_FORCE_CPU_ISA, CT2_USE_MKL, threads, batch) and record the
     fastest that keeps the hypotheses identical; the benchmark then decodes with it on this machine."""
     from pipeline.benchmark import BenchmarkConfig
-    from pipeline.ct2_tuning import SETTINGS, tune
+    from pipeline.ct2_tuning import SETTINGS, table_lines, tune
 
     unknown = sorted(set(settings or ()) - set(SETTINGS))
     if unknown:
         raise typer.BadParameter(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
     config = load_section(BenchmarkConfig, "benchmark", params)
     record = tune(config, model=model, n=n, repeats=repeats, out=out, settings=settings)
-    typer.echo(f"{'setting':<8} {'compute':<13} {'threads':>7} {'batch':>5} {'s/utt':>7} {'vs default':>10} same ids")
-    for r in record["rows"]:
-        if "error" in r:
-            typer.echo(f"{r['setting']:<8} failed: {r['error']}")
-            continue
-        typer.echo(
-            f"{r['setting']:<8} {r['compute_type']:<13} {r['threads']:>7} {r['batch']:>5} "
-            f"{r['seconds_per_utterance']:>7.3f} {r['ratio_to_default']:>10.3f} {r['same_ids']}"
-        )
+    typer.echo("\n".join(table_lines(record["rows"])))
     typer.echo(f"chosen: {record['choice']['reason']}")
     typer.echo(f"wrote {record['path']}")
 

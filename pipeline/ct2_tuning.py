@@ -189,13 +189,26 @@ def choose(rows: list[dict]) -> dict:
     total, env = candidates[best_key]
     if default is not None and (best_key[0] == "default" or total > (1 - MIN_GAIN) * default[0]):
         best_key, (total, env) = ("default", most), default
-    reason = (
-        f"{best_key[0]} with {best_key[1]} threads: {total:.3f} s per utterance over the compute types "
-        f"(default with {most} threads: {default[0]:.3f} s)"
-        if default
-        else f"{best_key[0]}: the default setting changed the ids"
-    )
+    reason = f"{best_key[0]} with {best_key[1]} threads: {total:.3f} s per utterance over the compute types"
+    if best_key == ("default", most):
+        reason += f"; no other setting with the same ids was {MIN_GAIN:.0%} faster"
+    elif default is not None:
+        reason += f" (default with {most} threads: {default[0]:.3f} s)"
     return {"setting": best_key[0], "env": env, "threads": best_key[1], "reason": reason}
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """The sweep as a printed table."""
+    lines = [f"{'setting':<8} {'compute':<13} {'threads':>7} {'batch':>5} {'s/utt':>7} {'vs default':>10} same ids"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['setting']:<8} failed: {r['error']}")
+            continue
+        lines.append(
+            f"{r['setting']:<8} {r['compute_type']:<13} {r['threads']:>7} {r['batch']:>5} "
+            f"{r['seconds_per_utterance']:>7.3f} {r['ratio_to_default']:>10.3f} {r['same_ids']}"
+        )
+    return lines
 
 
 def write_record(out: Path, rows: list[dict], extra: dict) -> dict:

@@ -47,8 +47,26 @@ def _shard_digests(folder: Path) -> dict[str, str]:
     return {s["file"]: s["sha256"] for s in json.loads((folder / "cache.json").read_text())["shards"]}
 
 
-def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
+def _teacher_logits(hf_dir: Path, manifest: Path, index: int):
+    """The tiny teacher's label-position logits for utterance ``index``, teacher-forced as the cache does:
+    (utterance, prompt ids, label ids, logits [n_labels, vocab])."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from pipeline.audio import read_wav
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    tokenizer = WhisperTokenizer.from_pretrained(hf_dir)
+    extractor = WhisperFeatureExtractor.from_pretrained(hf_dir)
+    utt = load_manifest(manifest)[index]
+    feats = extractor([read_wav(manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt").input_features
+    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
+    with torch.no_grad():
+        logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
+    return utt, prompt, labels, logits[len(prompt) - 1 :]
+
+
+def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
+    from transformers import WhisperTokenizer
 
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
     content = build_cache(cfg)
@@ -57,19 +75,9 @@ def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
     assert verify_cache(cfg.out_dir) == []
     cache = open_cache(cfg.out_dir, tokenizer_json=tiny_hf_dir / "tokenizer.json", manifest=tiny_manifest)
 
-    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
     tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
-    extractor = WhisperFeatureExtractor.from_pretrained(tiny_hf_dir)
-    utt = utts[3]
-    from pipeline.audio import read_wav
-
-    feats = extractor(
-        [read_wav(tiny_manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt"
-    ).input_features
-    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
-    with torch.no_grad():
-        logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
-    logprobs = torch.log_softmax(logits[len(prompt) - 1 :], -1)
+    utt, prompt, labels, logits = _teacher_logits(tiny_hf_dir, tiny_manifest, 3)
+    logprobs = torch.log_softmax(logits, -1)
     want_vals, want_ids = logprobs.topk(8, -1)
     got = cache.targets(utt.id)
     assert got.prompt == prompt and got.labels.tolist() == labels
@@ -87,21 +95,8 @@ def test_cache_holds_the_teacher_top_k(tiny_hf_dir, tiny_manifest, tmp_path):
 def test_min_prob_keeps_the_entries_above_it_and_moves_the_rest_to_the_tail(
     tiny_hf_dir, tiny_manifest, tmp_path, id_encoding, value_encoding
 ):
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
-
-    from pipeline.audio import read_wav
-
-    model = WhisperForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
-    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
-    extractor = WhisperFeatureExtractor.from_pretrained(tiny_hf_dir)
-    utt = load_manifest(tiny_manifest)[2]
-    feats = extractor(
-        [read_wav(tiny_manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt"
-    ).input_features
-    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
-    with torch.no_grad():
-        logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
-    logprobs = torch.log_softmax(logits[len(prompt) - 1 :].double(), -1)
+    utt, _, _, logits = _teacher_logits(tiny_hf_dir, tiny_manifest, 2)
+    logprobs = torch.log_softmax(logits.double(), -1)
     top = logprobs.topk(8, -1).values
     min_prob = float(top[:, 3].exp().median())  # a threshold that cuts positions at different places
     cfg = _config(
