@@ -51,6 +51,10 @@ class Run:
     at_caps: dict[int, Run] = field(default_factory=dict)
     mismatched_ids: frozenset[str] = frozenset()  # the longer decode's first max_new_tokens ids differ from the run's
     encoder_source: str = ""  # where a CTranslate2 run's encoder outputs came from, when not its own encoder
+    # Hypotheses taken from the run ``copied_from`` ("model|compute_type"), which is the same model on them
+    # (a CLSR student on languages without experts is its untrained base: pipeline.benchmark.stand_in_languages).
+    copied_ids: frozenset[str] = frozenset()
+    copied_from: str = ""
 
 
 def run_record(run: Run) -> dict:
@@ -69,6 +73,8 @@ def run_record(run: Run) -> dict:
         "at_caps": {str(cap): run_record(r) for cap, r in run.at_caps.items()},
         "mismatched_ids": sorted(run.mismatched_ids),
         "encoder_source": run.encoder_source,
+        "copied_ids": sorted(run.copied_ids),
+        "copied_from": run.copied_from,
     }
 
 
@@ -89,6 +95,8 @@ def run_from_record(key: Key, record: dict, by_id: dict[str, Utterance]) -> Run:
         {int(cap): run_from_record(key, r, by_id) for cap, r in record["at_caps"].items()},
         frozenset(record["mismatched_ids"]),
         record.get("encoder_source", ""),
+        frozenset(record.get("copied_ids", [])),
+        record.get("copied_from", ""),
     )
 
 

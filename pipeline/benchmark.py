@@ -55,6 +55,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from pipeline import translation as translation_metrics
 from pipeline.bench_caps import Caps, with_caps
 from pipeline.bench_runs import PartialRuns, Run, shared_inputs
 from pipeline.manifest import Utterance, load_manifest
@@ -77,6 +78,9 @@ class BenchmarkConfig:
     # stands for it; with the same token cap both give the same error rate in every language.
     hf_teacher: bool = True
     targets_only: tuple[str, ...] = ()  # models decoded on the target languages only (e.g. student-clsr)
+    # Datasets decoded X->English (task translate) and scored with chrF and BLEU against each utterance's
+    # ``translation`` (pipeline/translation.py); the others are transcribed and scored by error rate.
+    translate: tuple[str, ...] = ()
     max_new_tokens: int = 128
     # Longer caps (new tokens) the target languages are scored at too, as a user's default decode runs
     # (decode.DEFAULT_CAPS): their rows are group "cap=<N>"; non-target languages stay at max_new_tokens.
@@ -97,6 +101,9 @@ class BenchmarkConfig:
         from pipeline.config import ConfigError
         from pipeline.decode import DECODER_POSITIONS, PROMPT_TOKENS
 
+        missing = sorted(set(self.translate) - set(self.datasets))
+        if missing:
+            raise ConfigError(f"benchmark.translate {missing}: not among benchmark.datasets {sorted(self.datasets)}")
         unknown = sorted(set(self.loop_cap_engines) - {"ctranslate2", "transformers"})
         if unknown:
             raise ConfigError(f"benchmark.loop_cap_engines {unknown}: use ctranslate2 and/or transformers")
@@ -158,6 +165,32 @@ def bootstrap_ci(
     return round(float(low), 4), round(float(high), 4)
 
 
+def _run_fields(run: Run, dataset: str, lang: str, group: str, idx: list[int], audio_total: float) -> dict:
+    """What a metric row says about the run behind it, over its utterances ``idx``: model, data, cost, caps."""
+    audio = sum(run.utts[i].duration for i in idx)
+    decode = run.decode_seconds * audio / audio_total if run.decode_seconds else None
+    return {
+        "model": run.model,
+        "compute_type": run.compute_type,
+        "effective_compute_type": run.effective_compute_type,
+        "language": lang,
+        "dataset": dataset,
+        "group": group,
+        "n_utterances": len(idx),
+        "audio_seconds": round(audio, 2),
+        "decode_seconds": round(decode, 3) if decode else None,
+        "rtfx": round(audio / decode, 2) if decode else None,
+        "peak_rss_mb": run.peak_rss_mb,
+        "model_size_mb": run.model_size_mb,
+        "reference": run.reference,
+        "encoder_reused": sum(1 for i in idx if run.utts[i].id in run.reused_ids),
+        "encoder_source": run.encoder_source or None,
+        "max_new_tokens": run.max_new_tokens,
+        "capped": sum(run.capped[i] for i in idx) if run.capped is not None else None,
+        "copied_from_untrained": sum(1 for i in idx if run.utts[i].id in run.copied_ids),
+    }
+
+
 def score_rows(
     run: Run, dataset: str, reference: Run | None, reps: int, seed: int, label: str | None = None
 ) -> tuple[list[dict], list[dict]]:
@@ -184,16 +217,7 @@ def score_rows(
         total = Counts()
         for i in idx:
             total += per_utt[i]
-        audio = sum(run.utts[i].duration for i in idx)
-        decode = run.decode_seconds * audio / audio_total if run.decode_seconds else None
-        row = {
-            "model": run.model,
-            "compute_type": run.compute_type,
-            "effective_compute_type": run.effective_compute_type,
-            "language": lang,
-            "dataset": dataset,
-            "group": group,
-            "n_utterances": len(idx),
+        row = _run_fields(run, dataset, lang, group, idx, audio_total) | {
             "ref_units": total.ref_units,
             "metric": metric_for(lang),
             "error_rate": round(total.rate, 4),
@@ -202,16 +226,6 @@ def score_rows(
             "deletions": total.deletions,
             "insertions": total.insertions,
             "ci95": bootstrap_ci([per_utt[i] for i in idx], reps, rng),
-            "audio_seconds": round(audio, 2),
-            "decode_seconds": round(decode, 3) if decode else None,
-            "rtfx": round(audio / decode, 2) if decode else None,
-            "peak_rss_mb": run.peak_rss_mb,
-            "model_size_mb": run.model_size_mb,
-            "reference": run.reference,
-            "encoder_reused": sum(1 for i in idx if run.utts[i].id in run.reused_ids),
-            "encoder_source": run.encoder_source or None,
-            "max_new_tokens": run.max_new_tokens,
-            "capped": sum(run.capped[i] for i in idx) if run.capped is not None else None,
         }
         if label is not None:
             row["prefix_mismatches"] = sum(1 for i in idx if run.utts[i].id in run.mismatched_ids)
@@ -247,6 +261,58 @@ def score_rows(
                 for cap, (hyp, hit) in caps.items()
             }
         hyps.append(line)
+    return rows, hyps
+
+
+def score_translation(
+    run: Run, dataset: str, others: dict[str, Run | None], reps: int, seed: int
+) -> tuple[list[dict], list[dict]]:
+    """chrF and BLEU rows of a translate run, per language (95 % bootstrap intervals), each with its paired
+    difference from the runs in ``others`` on the same utterances (``reference``: the run's own, e.g. float32 for
+    int8; ``teacher``; ``untrained``: the student before training), and its hypothesis lines."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    audio_total = sum(u.duration for u in run.utts)
+    for lang in sorted({u.language for u in run.utts}):
+        idx = [i for i, u in enumerate(run.utts) if u.language == lang]
+        utts = [run.utts[i] for i in idx]
+        refs = [u.translation for u in utts]
+        for metric in translation_metrics.METRICS:
+            stats = translation_metrics.sentence_stats(metric, [run.hyps[i] for i in idx], refs)
+            row = _run_fields(run, dataset, lang, "all", idx, audio_total) | {
+                "task": "translate",
+                "metric": metric,
+                "score": round(translation_metrics.corpus_score(metric, stats), 2),
+                "ci95": translation_metrics.bootstrap_interval(metric, stats, reps, rng),
+            }
+            for name, other in others.items():
+                if other is None or other is run:
+                    continue
+                by_id = dict(zip((u.id for u in other.utts), other.hyps))
+                if not all(u.id in by_id for u in utts):
+                    continue  # the other model was not decoded on this language
+                stats_o = translation_metrics.sentence_stats(metric, [by_id[u.id] for u in utts], refs)
+                score_o = translation_metrics.corpus_score(metric, stats_o)
+                row[f"{name}_score"] = round(score_o, 2)
+                row[f"{name}_delta"] = round(row["score"] - score_o, 2)
+                row[f"{name}_delta_ci95"] = translation_metrics.bootstrap_interval(metric, stats, reps, rng, stats_o)
+            rows.append(row)
+    hyps = [
+        {
+            "model": run.model,
+            "compute_type": run.compute_type,
+            "dataset": dataset,
+            "task": "translate",
+            "id": u.id,
+            "language": u.language,
+            "source_text": u.text,
+            "ref": u.translation,
+            "hyp": h,
+            "max_new_tokens": run.max_new_tokens,
+            "capped": run.capped[i] if run.capped is not None else None,
+        }
+        for i, (u, h) in enumerate(zip(run.utts, run.hyps))
+    ]
     return rows, hyps
 
 
@@ -291,7 +357,67 @@ def scoped(cfg: BenchmarkConfig, model: str, data: dict[str, list[Utterance]]) -
 
 
 def load_datasets(cfg: BenchmarkConfig) -> dict[str, list[Utterance]]:
-    return {name: load_manifest(Path(path)) for name, path in cfg.datasets.items()}
+    from pipeline.errors import DwPipeError
+
+    data = {name: load_manifest(Path(path)) for name, path in cfg.datasets.items()}
+    for name in cfg.translate:
+        lacking = [u.id for u in data[name] if not u.translation.strip()]
+        if lacking:
+            raise DwPipeError(
+                f"benchmark.translate: dataset {name} ({cfg.datasets[name]}) has {len(lacking)} utterance(s) without an "
+                f"English translation (first: {lacking[0]}); a translate dataset needs one on every utterance"
+            )
+    return data
+
+
+def task_of(cfg: BenchmarkConfig, dataset: str) -> str:
+    return "translate" if dataset in cfg.translate else "transcribe"
+
+
+def caps_of(cfg: BenchmarkConfig, engine: str, dataset: str) -> Caps:
+    """The caps ``dataset`` is decoded at: translations stop at max_new_tokens (loops are a transcription bar)."""
+    if dataset in cfg.translate:
+        return Caps(cfg.max_new_tokens, (), ())
+    return Caps(cfg.max_new_tokens, _loop_caps(cfg, engine), cfg.target_languages)
+
+
+def stand_in_languages(cfg: BenchmarkConfig, folder: Path, languages: set[str]) -> frozenset[str]:
+    """The languages of ``languages`` on which the student in ``folder`` is, weight for weight, the untrained
+    student, so that the untrained student's hypotheses stand for its own.
+
+    That holds for a CLSR student (only experts and gates train; :func:`pipeline.student.load_student` builds it
+    from its base and adds them) built from the untrained student's base and kept layers, on a language with no
+    expert: every CLSR layer then runs its frozen shared FFN (:class:`pipeline.clsr.CLSRLayer`), which is the
+    base's FFN. Languages that transformers decodes again at longer caps are left out (those are decoded)."""
+    from pipeline.student import CLSR_MODES
+
+    record = json.loads((folder / "student.json").read_text(encoding="utf-8"))
+    base, _, layers = cfg.untrained.partition("@")
+    keep = [int(x) for x in layers.split(",")] if layers else None
+    if (
+        record["mode"] not in CLSR_MODES
+        or Path(record["base"]).resolve() != Path(base).resolve()
+        or record["keep_encoder_layers"] is not None
+        or record["keep_decoder_layers"] != keep
+    ):
+        return frozenset()
+    experts = set(record["languages"]) | {p.name.split(".")[1] for p in folder.glob("expert.*.safetensors")}
+    recapped = set(cfg.target_languages) if cfg.loop_caps and "transformers" in cfg.loop_cap_engines else set()
+    return frozenset(languages - experts - recapped)
+
+
+def _with_copies(run: Run, utts: list[Utterance], source: Run | None, source_key: str) -> Run:
+    """``run`` (decoded on part of ``utts``) completed with ``source``'s hypotheses on the rest, in ``utts``' order."""
+    if source is None or len(run.utts) == len(utts):
+        return run
+    mine = {u.id: (h, c) for u, h, c in zip(run.utts, run.hyps, run.capped or [None] * len(run.utts))}
+    theirs = {u.id: (h, c) for u, h, c in zip(source.utts, source.hyps, source.capped or [None] * len(source.utts))}
+    pairs = [mine[u.id] if u.id in mine else theirs[u.id] for u in utts]
+    run.copied_ids = frozenset(u.id for u in utts if u.id not in mine)
+    run.copied_from = source_key
+    run.utts, run.hyps = list(utts), [h for h, _ in pairs]
+    run.capped = [bool(c) for _, c in pairs] if all(c is not None for _, c in pairs) else None
+    return run
 
 
 def write_outputs(out: Path, rows: list[dict], hyps: list[dict], extra: dict) -> None:
@@ -320,7 +446,6 @@ def _hf_runs(
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
     ns = eval_namespace(cfg)
-    caps = Caps(cfg.max_new_tokens, _loop_caps(cfg, "transformers"), cfg.target_languages)
     device = torch.device("cpu")
     teacher_dir = Path(cfg.teacher)
     base, _, layers = cfg.untrained.partition("@")
@@ -335,6 +460,7 @@ def _hf_runs(
         (f"student-{mode}", (lambda folder=folder: load_student(Path(folder))[0]), Path(folder), "")
         for mode, folder in cfg.students.items()
     ]
+    untrained_key = ("student-untrained", "float32")
     for name, make, source, spec in models:
         made_from, kept = partial.lookup((name, "float32"), [source], scoped(cfg, name, data), spec=spec)
         if kept:
@@ -343,8 +469,14 @@ def _hf_runs(
         model = make()
         key = (encoder_identity(model),)  # models with the same encoder weights share its stored outputs
         end_to_end = name == "teacher"
-        for dataset, utts in scoped(cfg, name, data).items():
+        languages = {u.language for utts in data.values() for u in utts}
+        student = name != "student-untrained" and (source / "student.json").is_file()
+        stand_in = stand_in_languages(cfg, source, languages) if student else frozenset()
+        for dataset, all_utts in scoped(cfg, name, data).items():
             root = Path(cfg.datasets[dataset]).parent
+            caps, task = caps_of(cfg, "transformers", dataset), task_of(cfg, dataset)
+            untrained = runs.get(untrained_key, {}).get(dataset) if stand_in else None
+            utts = [u for u in all_utts if u.language not in stand_in] if untrained else all_utts
             # The teacher is timed end to end (encoder included); students whose encoder is the teacher's
             # reuse the encoder outputs it leaves in the shared store.
             # The timed teacher encodes for itself: no outputs from the memo.
@@ -352,16 +484,16 @@ def _hf_runs(
             store = EncoderStore(model, extractor, root, True, device, key=key, dtype=torch.float32, disk=memo)
             if end_to_end:
                 store.fill(utts[:1])
-                decode.greedy_token_ids(model, utts[:1], store, tokenizer, ns)  # warm-up
+                decode.greedy_token_ids(model, utts[:1], store, tokenizer, ns, task)  # warm-up
                 store.memo.pop(utts[0].id)
             else:
                 store.fill(utts)
 
-            def work(store=store, utts=utts, model=model):
+            def work(store=store, utts=utts, model=model, task=task):
                 store.fill(utts)
-                return decode.greedy_token_ids(model, utts, store, tokenizer, ns)[0]
+                return decode.greedy_token_ids(model, utts, store, tokenizer, ns, task)[0]
 
-            def redecode(chunk, store=store, model=model):
+            def redecode(chunk, store=store, model=model, caps=caps):
                 set_language(model, chunk[0].language)
                 return decode.generate_batch(model, chunk, store, tokenizer, max(caps.loop_caps))
 
@@ -380,8 +512,11 @@ def _hf_runs(
             )
             batches = decode.decode_batches(utts, cfg.batch_size)
             start = time.perf_counter()
-            runs.setdefault((name, "float32"), {})[dataset] = with_caps(run, ids, caps, tokenizer, redecode, batches)
+            run = with_caps(run, ids, caps, tokenizer, redecode, batches)
             _log_run(run, dataset, seconds, time.perf_counter() - start)
+            runs.setdefault((name, "float32"), {})[dataset] = _with_copies(
+                run, all_utts, untrained, "|".join(untrained_key)
+            )
         partial.save((name, "float32"), made_from, runs.get((name, "float32"), {}))
         del model
     return runs
@@ -541,7 +676,6 @@ def _ct2_runs(
     from pipeline.teacher import features_for, prompt_ids
 
     runs: dict[tuple[str, str], dict[str, Run]] = {}
-    caps = Caps(cfg.max_new_tokens, _loop_caps(cfg, "ctranslate2"), cfg.target_languages)
     features: dict[str, np.ndarray] = {}  # log-mel per utterance, computed once for every model
 
     def features_of(chunk: list[Utterance], root: Path) -> np.ndarray:
@@ -578,7 +712,8 @@ def _ct2_runs(
             if not utts:
                 continue
             root = Path(cfg.datasets[dataset]).parent
-            prompts = {u.id: prompt_ids(tokenizer, u.language) for u in utts}
+            caps = caps_of(cfg, "ctranslate2", dataset)
+            prompts = {u.id: prompt_ids(tokenizer, u.language, task_of(cfg, dataset)) for u in utts}
             warm_up = features_of(utts[:1], root)
             decode.greedy_ctranslate2(model, warm_up, [prompts[utts[0].id]], cfg.max_new_tokens)
             charged = {"seconds": 0.0, "reused": []}
@@ -594,7 +729,9 @@ def _ct2_runs(
                     ids += decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], cfg.max_new_tokens)
                 return ids
 
-            def redecode(chunk, model=model, prompts=prompts):  # the same batch from the same encoder outputs
+            def redecode(
+                chunk, model=model, prompts=prompts, caps=caps
+            ):  # the same batch from the same encoder outputs
                 encoded = np.stack([shared.outputs[u.id] for u in chunk])
                 return decode.greedy_ctranslate2(model, encoded, [prompts[u.id] for u in chunk], max(caps.loop_caps))
 
@@ -646,9 +783,12 @@ def _faster_whisper_runs(
         for dataset, utts in scoped(cfg, f"faster-whisper:{name}", data).items():
             root = Path(cfg.datasets[dataset]).parent
             audio = {u.id: read_wav(root / u.audio) for u in utts}
+            task = task_of(cfg, dataset)
 
-            def work(utts=utts, audio=audio, model=model):
-                return [faster_whisper_transcribe(model, audio[u.id], u.language, cfg.max_new_tokens) for u in utts]
+            def work(utts=utts, audio=audio, model=model, task=task):
+                return [
+                    faster_whisper_transcribe(model, audio[u.id], u.language, cfg.max_new_tokens, task) for u in utts
+                ]
 
             work(utts[:1])
             hyps, seconds, peak = timed(work)
@@ -690,13 +830,24 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     runs = _hf_runs(cfg, data, extractor, tokenizer, partial)
     runs |= _ct2_runs(cfg, data, extractor, tokenizer, partial, threads)
     runs |= _faster_whisper_runs(cfg, data, partial, threads)
-    rows, hyps = [], []
+    rows, hyps, translation = [], [], []
+    teacher_key = ("teacher" if cfg.hf_teacher else "ct2:teacher", "float32")
     for per_dataset in runs.values():
         for dataset, run in per_dataset.items():
             ref = None
             if run.reference:
                 ref_model, ref_type = run.reference.split("|")
                 ref = runs.get((ref_model, ref_type), {}).get(dataset)
+            if dataset in cfg.translate:
+                others = {
+                    "reference": ref,
+                    "teacher": runs.get(teacher_key, {}).get(dataset),
+                    "untrained": runs.get(("student-untrained", "float32"), {}).get(dataset),
+                }
+                r, h = score_translation(run, dataset, others, cfg.bootstrap, cfg.seed)
+                translation += r
+                hyps += h
+                continue
             r, h = score_rows(run, dataset, ref, cfg.bootstrap, cfg.seed)
             rows += r
             hyps += h
@@ -704,6 +855,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                 ref_longer = ref.at_caps.get(cap) if ref is not None else None
                 rows += score_rows(longer, dataset, ref_longer, cfg.bootstrap, cfg.seed, label=f"cap={cap}")[0]
     extra = {
+        # X->English rows (task translate, metric chrf | bleu): their own list, since they carry scores, not the
+        # error counts every entry of "rows" has
+        "translation": translation,
+        "translation_signatures": {m: translation_metrics.signature(m) for m in translation_metrics.METRICS}
+        if translation
+        else {},
         "config": json.loads(json.dumps(cfg.__dict__, default=str)),
         "target_languages": list(cfg.target_languages),
         "ct2_setting": setting,

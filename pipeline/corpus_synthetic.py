@@ -43,6 +43,26 @@ class LanguageTexts:
 
 
 @dataclass(frozen=True)
+class TranslateSet:
+    """The X->English test set: the same English messages spoken in every language (Festival voices).
+
+    Each entry of ``texts`` (``gettext:NAME``) names a catalogue that pairs
+    English messages (msgid) with their translation; a message enters when it
+    is one clean sentence in English and in every language of ``languages``,
+    and its translation is no sentence of that language's other splits. The
+    same ``size`` messages are drawn for every language, so languages differ in
+    language, not in content.
+    """
+
+    languages: tuple[str, ...]
+    size: int
+    texts: tuple[str, ...]  # gettext:NAME entries
+    voices: dict[str, tuple[str, ...]]  # language -> Festival voices
+    min_words: int = 4  # of the English message
+    max_words: int = 16
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
     fortunes_root: Path
     languages: tuple[str, ...]
@@ -61,6 +81,7 @@ class SyntheticConfig:
     festival: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # language -> split -> voices
     stretch: tuple[float, ...] = (1.0, 1.0)  # Festival: duration stretch range (> 1 slower)
     shift: tuple[float, ...] = (1.0, 1.0)  # Festival: playback-rate range (pitch and formants x shift)
+    translate: TranslateSet | None = None  # the X->English test set (split "translate"); None: none
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,7 @@ class SyntheticItem:
     gender: str
     source: str  # the engine: espeak-ng | festival
     age: str = "adult"
+    translation: str = ""  # the English reference (split translate)
 
     @property
     def speaker(self) -> str:
@@ -116,8 +138,12 @@ def _text_files(globs: tuple[str, ...], language: str, cfg: SyntheticConfig) -> 
 
 def _entries(path: Path) -> list[str]:
     if path.suffix == ".mo":
-        return [re.sub(r"\s+", " ", translated).strip() for _, translated in mo_messages(path)]
+        return [_one_line(translated) for _, translated in mo_messages(path)]
     return list(fortune_entries(path))
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _sentences(globs: tuple[str, ...], language: str, cfg: SyntheticConfig, stats: Counter) -> list[str]:
@@ -153,12 +179,14 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
     rng = random.Random(seed)
     items: list[SyntheticItem] = []
     text_stats: dict[str, dict[str, int]] = {}
+    used: dict[str, set[str]] = {}  # per language: every sentence its other splits may draw (dedup keys)
     for lang in cfg.languages:
         if lang not in cfg.texts:
             raise DwPipeError(f"prepare_data.synthetic.texts has no entry for language {lang}")
         sizes = cfg.target_sizes if lang in cfg.targets else cfg.other_sizes
         stats: Counter = Counter()
         pools = _disjoint_pools(cfg, lang, stats, rng)
+        used[lang] = {normalize_for_dedup(x) for pool in pools.values() for x in pool}
         text_stats[lang] = dict(stats)
         for split, count in sizes.items():
             if count == 0:
@@ -175,7 +203,93 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
             chosen, pools["ood" if split == "test_ood" else "in_domain"] = pool[:count], pool[count:]
             for n, text in enumerate(chosen):
                 items.append(_speak(cfg, lang, split, f"{lang}-{split}-{n:05d}", text, rng, genders))
+    if cfg.translate is not None:  # last: the other splits' draws stay what they were without it
+        translated, text_stats["translate"] = _translate_items(cfg, used, rng)
+        items += translated
     return items, text_stats
+
+
+def _translate_items(
+    cfg: SyntheticConfig, used: dict[str, set[str]], rng: random.Random
+) -> tuple[list[SyntheticItem], dict[str, int]]:
+    """The translate split: ``size`` English messages, each spoken in every language of the set."""
+    ts = cfg.translate
+    assert ts is not None
+    outside = sorted(set(ts.languages) - set(cfg.languages))
+    if outside:
+        raise DwPipeError(
+            f"prepare_data.synthetic.translate.languages {outside} are not in prepare_data.synthetic.languages"
+        )
+    missing = sorted(set(ts.languages) - set(ts.voices))
+    if missing:
+        raise DwPipeError(f"prepare_data.synthetic.translate.voices names no Festival voice for {missing}")
+    bad = [t for t in ts.texts if not t.startswith(GETTEXT)]
+    if bad:
+        raise DwPipeError(
+            f"prepare_data.synthetic.translate.texts {bad}: only gettext:NAME catalogues pair English with a translation"
+        )
+    for lang in ts.languages:
+        check_voices(set(ts.voices[lang]))
+        wrong = sorted(v for v in ts.voices[lang] if FESTIVAL_VOICES[v].language != lang)
+        if wrong:
+            raise DwPipeError(
+                f"prepare_data.synthetic.translate.voices.{lang}: voice(s) {wrong} speak another language"
+            )
+    stats: Counter = Counter()
+    pairs: dict[str, dict[str, str]] = {}  # language -> English message -> its translation
+    for lang in ts.languages:
+        found: dict[str, str] = {}
+        for path in _text_files(ts.texts, lang, cfg):
+            for english, translated in mo_messages(path):
+                english, translated = _one_line(english), _one_line(translated)
+                if english in found:
+                    continue
+                problem = _pair_problem(english, translated, lang, ts, cfg) or (
+                    f"sentence of another split ({lang})" if normalize_for_dedup(translated) in used[lang] else None
+                )
+                stats[problem or f"kept ({lang})"] += 1
+                if problem is None:
+                    found[english] = translated
+        pairs[lang] = found
+    common = sorted(set.intersection(*(set(p) for p in pairs.values())))
+    if len(common) < ts.size:
+        raise DwPipeError(
+            f"prepare_data.synthetic.translate: {len(common)} messages are clean sentences in English and in every one of "
+            f"{list(ts.languages)}, fewer than size {ts.size}; lower the size or add catalogues"
+        )
+    chosen = rng.sample(common, ts.size)
+    items = []
+    for lang in ts.languages:
+        voices = ts.voices[lang]
+        for n, english in enumerate(chosen):
+            name = voices[rng.randrange(len(voices))]
+            voice = FestivalVoice(name, round(rng.uniform(*cfg.stretch), 3), round(rng.uniform(*cfg.shift), 3))
+            info = FESTIVAL_VOICES[name]
+            items.append(
+                SyntheticItem(
+                    f"{lang}-translate-{n:05d}",
+                    lang,
+                    "translate",
+                    pairs[lang][english],
+                    voice,
+                    info.gender,
+                    "festival",
+                    info.age,
+                    translation=english,
+                )
+            )
+    return items, dict(stats)
+
+
+def _pair_problem(english: str, translated: str, lang: str, ts: TranslateSet, cfg: SyntheticConfig) -> str | None:
+    """Why a catalogue entry is no translate-set pair: each side must be one clean sentence."""
+    if len(split_sentences(english, "en")) != 1 or len(split_sentences(translated, lang)) != 1:
+        return "not one sentence"
+    problem = sentence_problem(english, "en", ts.min_words, ts.max_words)
+    if problem:
+        return f"English: {problem}"
+    problem = sentence_problem(translated, lang, cfg.min_words, cfg.max_words + ts.max_words // 4)
+    return f"translation: {problem}" if problem else None
 
 
 def _speak(

@@ -180,19 +180,19 @@ def text_tokens(ids: list[int], eos_id: int) -> list[int]:
 
 
 def generate_batch(
-    model, chunk: list[Utterance], store: EncoderStore, tokenizer, max_new_tokens: int
+    model, chunk: list[Utterance], store: EncoderStore, tokenizer, max_new_tokens: int, task: str = "transcribe"
 ) -> list[list[int]]:
     """Greedy ids of one single-language batch, before end-of-text: ``max_new_tokens`` ids when a row hit the cap.
 
     The caller sets the routing language (:func:`pipeline.student.set_language`)."""
     lang = chunk[0].language
-    prompt = prompt_ids(tokenizer, lang)
+    prompt = prompt_ids(tokenizer, lang, task)
     with torch.inference_mode(), quiet_generate(), count_real_positions(model, tokenizer.eos_token_id):
         out = model.generate(
             **store.kwargs(chunk),
             decoder_input_ids=torch.tensor([prompt] * len(chunk), device=store.device),
             language=lang,
-            task="transcribe",
+            task=task,
             do_sample=False,
             num_beams=1,
             max_new_tokens=max_new_tokens,
@@ -202,7 +202,7 @@ def generate_batch(
 
 
 def greedy_token_ids(
-    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg
+    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg, task: str = "transcribe"
 ) -> tuple[list[list[int]], dict[str, dict[str, float]]]:
     """Greedy ids per utterance (before end-of-text) with hard gates, one language per batch, and each
     language's gate rates.
@@ -221,7 +221,9 @@ def greedy_token_ids(
             state.reset()
             state.decoder_mask = None
         for chunk in (b for b in batches if b[0].language == lang):
-            ids.update(zip((u.id for u in chunk), generate_batch(model, chunk, store, tokenizer, cfg.max_new_tokens)))
+            ids.update(
+                zip((u.id for u in chunk), generate_batch(model, chunk, store, tokenizer, cfg.max_new_tokens, task))
+            )
         if state is not None:
             rates[lang] = state.rates()
     return [ids[u.id] for u in utts], rates
@@ -274,7 +276,7 @@ def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], ma
 FASTER_WHISPER_PROMPT_TOKENS = 4
 
 
-def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tokens: int):
+def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe"):
     """faster-whisper's lazy segments under the benchmark's fixed decoding, at most ``max_new_tokens`` tokens.
 
     faster-whisper passes ``len(prompt) + max_new_tokens`` to CTranslate2 as
@@ -284,6 +286,7 @@ def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tok
     segments, _ = model.transcribe(
         audio,
         language=language,
+        task=task,
         beam_size=1,
         temperature=0.0,
         condition_on_previous_text=False,
@@ -294,9 +297,11 @@ def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tok
     return segments
 
 
-def faster_whisper_transcribe(model, audio: np.ndarray, language: str, max_new_tokens: int) -> str:
-    """The transcript of :func:`faster_whisper_segments` (the generator runs here, inside any timer around the call)."""
-    return "".join(s.text for s in faster_whisper_segments(model, audio, language, max_new_tokens)).strip()
+def faster_whisper_transcribe(
+    model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe"
+) -> str:
+    """The text of :func:`faster_whisper_segments` (the generator runs here, inside any timer around the call)."""
+    return "".join(s.text for s in faster_whisper_segments(model, audio, language, max_new_tokens, task)).strip()
 
 
 def strip_prompt(ids: list[int], prompt: list[int]) -> list[int]:

@@ -53,6 +53,9 @@ VOICES: dict[str, FestivalVoiceInfo] = {
     "upc_ca_ona_hts": FestivalVoiceInfo("ca", "latin-1", "female", "adult", "festvox-ca-ona-hts"),
     "suo_fi_lj_diphone": FestivalVoiceInfo("fi", "latin-1", "female", "adult", "festvox-suopuhe-lj"),
     "hy_fi_mv_diphone": FestivalVoiceInfo("fi", "latin-1", "male", "adult", "festvox-suopuhe-mv"),
+    # Italian: the translation control (a high-resource language without experts)
+    "pc_diphone": FestivalVoiceInfo("it", "latin-1", "male", "adult", "festvox-itapc16k"),
+    "lp_diphone": FestivalVoiceInfo("it", "latin-1", "female", "adult", "festvox-italp16k"),
 }
 
 # Marks without sound that the 8-bit encodings lack, as the ASCII marks Festival reads as punctuation.

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("train", "dev", "test", "test_ood")
+# translate: speech in a language with an English reference (``translation``), decoded X->en (benchmark)
+SPLITS = ("train", "dev", "test", "test_ood", "translate")
 GENDERS = frozenset({"female", "male", "other", "unknown"})
 MAX_SECONDS = 30.0
 MAX_DECODER_TOKENS = 448  # Whisper's decoder context
@@ -35,9 +36,13 @@ class Utterance:
     speaker: str = ""
     gender: str = "unknown"
     age: str = ""  # child | adult | "" (not known)
+    translation: str = ""  # the English reference of a translate-split utterance; "" elsewhere
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        record = asdict(self)
+        if not record["translation"]:
+            del record["translation"]  # transcription manifests stay as they were
+        return json.dumps(record, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,9 @@ class Checker:
             )
         return None
 
-    def record_problem(self, uid: object, text: object, language: object, split: object) -> str | None:
+    def record_problem(
+        self, uid: object, text: object, language: object, split: object, translation: object = ""
+    ) -> str | None:
         if not isinstance(uid, str) or not uid:
             return "missing id"
         if uid in self.seen_ids:
@@ -89,6 +96,8 @@ class Checker:
         if split not in SPLITS:
             return f"unknown split: {split!r} (use one of {', '.join(SPLITS)})"
         problem = self.text_problem(text, language)
+        if problem is None and split == "translate" and not (isinstance(translation, str) and translation.strip()):
+            problem = "translate utterance without an English reference: give it a non-empty 'translation'"
         if problem is None:
             self.seen_ids.add(uid)
         return problem

@@ -142,7 +142,7 @@ def process(
     for i, c in enumerate(candidates):
         r = c.record
         problem = c.record.get("_problem") or checker.record_problem(
-            r.get("id"), r.get("text"), r.get("language"), r.get("split")
+            r.get("id"), r.get("text"), r.get("language"), r.get("split"), r.get("translation")
         )
         if problem:
             rejected.append(Rejection(c.source, problem, r.get("id") if isinstance(r.get("id"), str) else None, c.line))
@@ -180,6 +180,7 @@ def process(
                 speaker=str(r.get("speaker") or ""),
                 gender=normalize_gender(r.get("gender")),
                 age=normalize_age(r.get("age")),
+                translation=str(r.get("translation") or "").strip(),
             )
         )
     return kept, rejected
@@ -222,6 +223,7 @@ def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]
                 "speaker": it.speaker,
                 "gender": it.gender,
                 "age": it.age,
+                "translation": it.translation,
             },
             (it.voice, it.text),
         )

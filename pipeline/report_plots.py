@@ -280,10 +280,37 @@ def speed_vs_wer(rows: list[dict], style: PlotStyle) -> Plot:
     return Plot("speed_vs_wer.png", fig, caption)
 
 
-def draw_plots(rows: list[dict], deltas: list[dict], targets: list[str]) -> list[Plot]:
+def translation_per_language(translation: list[dict], style: PlotStyle) -> Plot:
+    """chrF per language and model on the translate set(s), one panel per dataset."""
+    rows = [
+        {**r, "error_rate": r["score"] / 100, "ci95": [x / 100 for x in r["ci95"]]}
+        for r in translation
+        if r["metric"] == "chrf"
+    ]
+    datasets = sorted({r["dataset"] for r in rows})
+    runs = _runs(rows)
+    fig, axes = _panels(datasets, max(8.0, 1.3 * len({r["language"] for r in rows})), 3.5)
+    for ax, dataset in zip(axes, datasets):
+        _language_panel(ax, [r for r in rows if r["dataset"] == dataset], style, runs)
+        ax.set_ylabel("chrF (X->English)")
+        ax.set_title(f"dataset: {dataset} (task translate)", fontsize=9)
+    _legend(fig, style, runs, bars=True, extra=[_target_handle(), _interval_handle()])
+    caption = (
+        "chrF (sacrebleu, corpus level; higher is better) of each model translating the translate set to English, "
+        "per language from most to least Whisper training hours; the same English messages in every language. "
+        f"Shaded, bold: target languages ({_targets_text(style)}); the others are controls without experts. "
+        "Black lines: 95 % bootstrap interval over sentences. Colours and hatches as in the other plots."
+    )
+    return Plot("translation_per_language.png", fig, caption)
+
+
+def draw_plots(
+    rows: list[dict], deltas: list[dict], targets: list[str], translation: list[dict] | None = None
+) -> list[Plot]:
     """The report's figures, in the order report.md shows them."""
-    style = plot_style(rows, targets)
-    return [wer_per_language(rows, style), quantization_vs_hours(deltas, style), speed_vs_wer(rows, style)]
+    style = plot_style(rows + list(translation or []), targets)
+    plots = [wer_per_language(rows, style), quantization_vs_hours(deltas, style), speed_vs_wer(rows, style)]
+    return plots + ([translation_per_language(translation, style)] if translation else [])
 
 
 def save_plots(plots: list[Plot], out: Path) -> None:

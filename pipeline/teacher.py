@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 PROMPT_TEMPLATE = "<|startoftranscript|><|{language}|><|transcribe|><|notimestamps|>"
 
 
-def prompt_ids(tokenizer, language: str) -> list[int]:
-    """The four prompt token ids for ``language``."""
-    tokens = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
+TASKS = ("transcribe", "translate")
+
+
+def prompt_ids(tokenizer, language: str, task: str = "transcribe") -> list[int]:
+    """The four prompt token ids for ``language`` and ``task`` (transcribe, or translate: X->English)."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: use one of {TASKS}")
+    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
     ids = tokenizer.convert_tokens_to_ids(tokens)
     unknown = [t for t, i in zip(tokens, ids) if i is None or i == tokenizer.unk_token_id]
     if unknown:

@@ -35,11 +35,13 @@ fi
 APT_PACKAGES=(python3 python3-venv git make espeak-ng
   fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-ru fortunes-cs fortunes-bg fortunes-zh
   festival festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb festvox-ca-ona-hts
-  festvox-suopuhe-lj festvox-suopuhe-mv
+  festvox-suopuhe-lj festvox-suopuhe-mv festvox-itapc16k festvox-italp16k
   # gettext catalogues named in params.yaml prepare_data.synthetic.texts (ca, fi)
   libgtk2.0-common libgstreamer1.0-0 gsettings-desktop-schemas appstream libglib2.0-data libgdk-pixbuf2.0-common
   libavahi-common-data at-spi2-common
-  coreutils apt libc-l10n gnupg-l10n login tar findutils bash binutils-common sed grep diffutils xz-utils wget gettext)
+  coreutils apt libc-l10n gnupg-l10n login tar findutils bash binutils-common sed grep diffutils xz-utils wget gettext
+  # the translation test set's English messages and their ca, cs, fi, it translations (prepare_data.synthetic.translate)
+  systemd libpam-runtime libapt-pkg6.0 gettext-base man-db)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

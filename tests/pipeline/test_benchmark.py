@@ -148,3 +148,141 @@ def test_the_benchmark_decodes_with_this_machines_ct2_tuning_record(tiny_hf_dir,
     run_benchmark(replace(cfg, out_dir=tmp_path / "other"))
     assert json.loads((tmp_path / "other" / "metrics.json").read_text())["ct2_setting"]["threads"] == 0
     assert made and set(made) == {0}
+
+
+def _translate_manifest(test: Path, translations: bool = True) -> Path:
+    """The test manifest's utterances as a translate set (split translate, an English reference each)."""
+    lines = []
+    for line in test.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        record["id"], record["split"] = f"tr-{record['id']}", "translate"
+        if translations:
+            record["translation"] = f"This is the English meaning of {record['id']}."
+        lines.append(json.dumps(record, ensure_ascii=False))
+    path = test.with_name("translate.jsonl" if translations else "untranslated.jsonl")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_translate_dataset_is_decoded_to_english_and_scored_with_chrf_and_bleu(
+    tiny_hf_dir, bench_inputs, tmp_path, monkeypatch
+):
+    from transformers import WhisperTokenizer
+
+    from pipeline.errors import DwPipeError
+    from pipeline.teacher import prompt_ids
+
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    task_ids = {t: tokenizer.convert_tokens_to_ids(f"<|{t}|>") for t in ("transcribe", "translate")}
+    translate = _translate_manifest(bench_inputs["test"])
+    base = _config(tiny_hf_dir, bench_inputs, tmp_path / "bench")
+    cfg = replace(base, datasets={**base.datasets, "translate": str(translate)}, translate=("translate",))
+    seen_tasks: dict[str, set[str]] = {"ctranslate2": set(), "transformers": set()}
+    real_ct2, real_hf = decode.greedy_ctranslate2, decode.greedy_token_ids
+
+    def ct2(model, features, prompts, max_new_tokens):
+        seen_tasks["ctranslate2"] |= {t for t, i in task_ids.items() for p in prompts if p[2] == i}
+        return real_ct2(model, features, prompts, max_new_tokens)
+
+    def hf(model, utts, store, tok, ns, task="transcribe"):
+        seen_tasks["transformers"].add(f"{utts[0].id.startswith('tr-')}:{task}")
+        return real_hf(model, utts, store, tok, ns, task)
+
+    monkeypatch.setattr(decode, "greedy_ctranslate2", ct2)
+    monkeypatch.setattr(decode, "greedy_token_ids", hf)
+    run_benchmark(cfg)
+    assert seen_tasks == {
+        "ctranslate2": {"transcribe", "translate"},
+        "transformers": {"False:transcribe", "True:translate"},
+    }
+    assert prompt_ids(tokenizer, "pl", "translate")[2] == task_ids["translate"]
+    metrics = json.loads((cfg.out_dir / "metrics.json").read_text())
+    assert {r["dataset"] for r in metrics["rows"]} == {"test"}  # error-rate rows: transcription only
+    rows = metrics["translation"]
+    runs = {
+        ("teacher", "float32"),
+        ("student-untrained", "float32"),
+        ("ct2:teacher", "float32"),
+        ("ct2:teacher", "int8"),
+    }
+    assert {(r["model"], r["compute_type"]) for r in rows} == runs
+    assert {(r["language"], r["metric"]) for r in rows} == {
+        (lang, m) for lang in ("pl", "de", "cs") for m in ("chrf", "bleu")
+    }
+    for r in rows:
+        assert r["task"] == "translate" and 0 <= r["score"] <= 100 and r["ci95"][0] <= r["score"] <= r["ci95"][1]
+        if r["model"] != "teacher":
+            assert r["teacher_delta"] == pytest.approx(r["score"] - r["teacher_score"], abs=0.011)
+        if r["compute_type"] == "int8":
+            assert r["reference_delta"] == pytest.approx(r["score"] - r["reference_score"], abs=0.011)
+    hyps = [json.loads(x) for x in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()]
+    lines = [h for h in hyps if h["dataset"] == "translate"]
+    assert len(lines) == 4 * 7 and all(
+        h["task"] == "translate" and h["ref"].startswith("This is the English") for h in lines
+    )
+    untranslated = _translate_manifest(bench_inputs["test"], translations=False)
+    with pytest.raises(DwPipeError, match="7 utterance\\(s\\) without an English translation"):
+        run_benchmark(replace(cfg, datasets={**base.datasets, "translate": str(untranslated)}))
+
+
+def _decoder_expert_student(base: Path, out: Path, keep: tuple[int, ...] = (0, 1)) -> Path:
+    """A distilwhisper-mode student of ``base`` (decoder layers ``keep``) with noisy decoder experts for pl only."""
+    import torch
+
+    from pipeline.clsr import CLSRConfig, add_clsr, clsr_layers
+    from pipeline.student import StudentSpec, build_student, save_student
+
+    spec = StudentSpec(base, None, keep)
+    model = build_student(spec)
+    clsr = CLSRConfig(("pl",), decoder_layers=tuple(range(len(keep))), gate_init="zero")
+    add_clsr(model, clsr)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in clsr_layers(model):
+            for param in layer.experts["pl"].parameters():
+                param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    out.mkdir(parents=True)
+    save_student(out, model, "distilwhisper", spec, ("pl",), clsr, {})
+    return out
+
+
+def test_a_clsr_student_takes_the_untrained_hypotheses_where_it_has_no_expert(tiny_hf_dir, bench_inputs, tmp_path):
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    from pipeline.benchmark import eval_namespace, stand_in_languages
+    from pipeline.manifest import load_manifest
+    from pipeline.student import StudentSpec, build_student, load_student
+
+    student = _decoder_expert_student(tiny_hf_dir, tmp_path / "student")
+    cfg = replace(_config(tiny_hf_dir, bench_inputs, tmp_path / "bench"), students={"distilwhisper": str(student)})
+    assert stand_in_languages(cfg, student, {"pl", "de", "cs"}) == {"de", "cs"}
+    other_layers = _decoder_expert_student(tiny_hf_dir, tmp_path / "one-layer", keep=(1,))
+    assert stand_in_languages(cfg, other_layers, {"pl", "de", "cs"}) == frozenset()  # another model than untrained
+    # the identity the copy rests on: decoded, the student equals the untrained student where it has no expert
+    utts = [u for u in load_manifest(bench_inputs["test"]) if u.language != "pl"]
+    extractor, tokenizer = (
+        WhisperFeatureExtractor.from_pretrained(tiny_hf_dir),
+        WhisperTokenizer.from_pretrained(tiny_hf_dir),
+    )
+    ids = []
+    for model in (load_student(student)[0], build_student(StudentSpec(tiny_hf_dir, None, (0, 1)))):
+        store = decode.EncoderStore(model, extractor, bench_inputs["test"].parent, True, torch.device("cpu"))
+        store.fill(utts)
+        ids.append(decode.greedy_token_ids(model, utts, store, tokenizer, eval_namespace(cfg))[0])
+    assert ids[0] == ids[1]
+
+    run_benchmark(cfg)
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    copied = {
+        r["language"]: r["copied_from_untrained"]
+        for r in rows
+        if r["model"] == "student-distilwhisper" and r["group"] == "all"
+    }
+    assert copied == {"pl": 0, "de": 2, "cs": 2}
+    hyps = [json.loads(x) for x in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()]
+    by_model = {(h["model"], h["id"]): h["hyp"] for h in hyps}
+    for u in utts:
+        assert by_model[("student-distilwhisper", u.id)] == by_model[("student-untrained", u.id)]
+    pl = [u.id for u in load_manifest(bench_inputs["test"]) if u.language == "pl"]
+    assert any(by_model[("student-distilwhisper", i)] != by_model[("student-untrained", i)] for i in pl)

@@ -161,3 +161,59 @@ def test_festival_config_errors_are_one_line(tmp_path, tiny_hf_dir):
     absent = replace(cfg.synthetic, texts={"cs": LanguageTexts(("gettext:app", "gettext:nothere"), ())})
     with pytest.raises(DwPipeError, match="no text files match 'gettext:nothere'"):
         prepare_data(replace(cfg, synthetic=absent))
+
+
+# English message -> (cs, fi) translations of a catalogue both languages have
+PAIRS = {
+    "The file was not found on this disk.": (
+        "Soubor nebyl nalezen na tomto počítači.",
+        "Tiedostoa ei löytynyt tältä levyltä.",
+    ),
+    "You have new mail in your box.": ("Máte novou poštu ve schránce.", "Sinulle on tullut uutta postia tänään."),
+    "Do you accept this agreement now?": ("Přijímáte nyní tuto smlouvu?", "Hyväksytkö tämän sopimuksen nyt?"),
+    "Please wait a little longer.": ("Počkejte prosím ještě chvíli.", FI[0]),  # fi: a train sentence
+    "See the manual for GNU tools.": ("Podívejte se do příručky.", "Katso ohjekirjaa nyt heti."),  # English: acronym
+}
+CS_ONLY = ("The disk is full again today.", "Disk je dnes opět plný.")
+
+
+def _with_translate_set(cfg: PrepareDataConfig, size: int) -> PrepareDataConfig:
+    from pipeline.corpus_synthetic import TranslateSet
+
+    locale = cfg.synthetic.locale_root
+    for i, lang in enumerate(("cs", "fi")):
+        entries = [(en.encode(), tr[i].encode()) for en, tr in PAIRS.items()]
+        entries += [(CS_ONLY[0].encode(), CS_ONLY[1].encode())] if lang == "cs" else []
+        write_mo(locale / lang / "LC_MESSAGES" / "sys.mo", entries)
+    translate = TranslateSet(
+        languages=("cs", "fi"),
+        size=size,
+        texts=("gettext:sys",),
+        voices={"cs": ("czech_ph",), "fi": ("hy_fi_mv_diphone",)},
+    )
+    return replace(
+        cfg, out_dir=cfg.out_dir.with_name("with-translate"), synthetic=replace(cfg.synthetic, translate=translate)
+    )
+
+
+def test_translate_set_speaks_the_same_english_messages_in_each_language(tmp_path, tiny_hf_dir):
+    plain = _festival_config(tmp_path, tiny_hf_dir)
+    prepare_data(plain)
+    cfg = _with_translate_set(plain, size=3)
+    summary = prepare_data(cfg)
+    utts = load_manifest(cfg.out_dir / "translate.jsonl")
+    assert len(utts) == 6 and {u.split for u in utts} == {"translate"}
+    english = {lang: {u.translation for u in utts if u.language == lang} for lang in ("cs", "fi")}
+    # the messages clean in English and in both languages, and no sentence of another split
+    assert english["cs"] == english["fi"] == set(list(PAIRS)[:3])
+    for u in utts:
+        assert u.text == PAIRS[u.translation][("cs", "fi").index(u.language)]
+    assert {u.speaker for u in utts} == {"festival:czech_ph", "festival:hy_fi_mv_diphone"}
+    stats = summary["text_filter"]["translate"]
+    assert stats["sentence of another split (fi)"] == 1 and stats["English: acronym or mixed-case name"] == 2
+    # the other splits are what they were without the translate set
+    for split in ("train", "dev", "test", "test_ood"):
+        assert (cfg.out_dir / f"{split}.jsonl").read_text() == (plain.out_dir / f"{split}.jsonl").read_text()
+    assert "translation" not in (cfg.out_dir / "train.jsonl").read_text()
+    with pytest.raises(DwPipeError, match="3 messages are clean sentences in English and in every one of"):
+        prepare_data(_with_translate_set(plain, size=4))
