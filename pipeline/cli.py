@@ -330,6 +330,19 @@ def benchmark_cmd(
     typer.echo(f"{config.out_dir}/metrics.json: {result['rows']} rows from {result['runs']} model runs")
 
 
+@app.command("longform")
+@user_errors
+def longform_cmd(
+    params: Annotated[Path, typer.Option(help="params.yaml to read the longform section from.")] = DEFAULT_PARAMS,
+) -> None:
+    """Stage longform: faster-whisper long-form transcription of every CTranslate2 model (params.yaml: longform)."""
+    from pipeline.longform import LongformConfig, run_longform
+
+    config = load_section(LongformConfig, "longform", params)
+    result = run_longform(config)
+    typer.echo(f"{config.out_dir}/metrics.json: {result['rows']} rows")
+
+
 @app.command("ct2-tune")
 @user_errors
 def ct2_tune_cmd(

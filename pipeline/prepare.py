@@ -26,6 +26,7 @@ from pipeline.corpus_synthetic import SyntheticConfig, check_split_voices, plan_
 from pipeline.errors import DwPipeError
 from pipeline.festival import FestivalVoice, synthesize_festival
 from pipeline.fsutil import atomic_dir
+from pipeline.longform import LongformRecordings, build_recordings
 from pipeline.manifest import SPLITS, Checker, Rejection, Utterance, audio_problem, summarize, write_jsonl
 from pipeline.progress import progress
 from pipeline.scoring import normalize
@@ -82,6 +83,7 @@ class PrepareDataConfig:
     input: str | None = None
     hf_datasets: tuple[HFSourceConfig, ...] = ()  # several datasets (e.g. Common Voice + FLEURS per language)
     allow_outside_paths: bool = False
+    longform: LongformRecordings | None = None  # long-form recordings made of held-out utterances; None: none
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,10 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
         for split in SPLITS:
             write_jsonl(tmp / f"{split}.jsonl", (u for u in kept if u.split == split))
         write_jsonl(tmp / "rejects.jsonl", rejected)
+        recordings = build_recordings(kept, tmp, cfg.longform, cfg.seed) if cfg.longform else []
+        with open(tmp / "longform.jsonl", "w", encoding="utf-8") as handle:  # empty without prepare_data.longform
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recordings)
+        extra["longform"] = {r["id"]: {"seconds": r["duration"], "segments": len(r["segments"])} for r in recordings}
         summary = summarize(kept, rejected, len(candidates)) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for r in rejected[:5]:

@@ -35,6 +35,7 @@ class ReportConfig:
     teacher: str = "teacher"
     quantized: tuple[str, ...] = ("int8",)
     prepared: Path | None = None  # prepare_data's folder: its summary.json says which voices each split heard
+    longform: Path | None = None  # the longform stage's folder (metrics.json); None: no long-form section
 
 
 def _index(rows: list[dict]) -> dict[tuple, dict]:
@@ -320,6 +321,44 @@ def translation_section(translation: list[dict], cfg: ReportConfig, targets: lis
     return lines + ["", TRANSLATION_NOTE], summary
 
 
+def longform_table(folder: Path | None) -> list[str]:
+    """faster-whisper long-form rows: error over whole recordings, segment-start error, loops and empties."""
+    path = folder / "metrics.json" if folder else None
+    if path is None or not path.is_file():
+        return ["No long-form results (report.longform is not set or its stage has not run)."]
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    rows = metrics["rows"]
+    if not rows:
+        return ["The long-form stage had no recording (prepare_data.longform is not set)."]
+    hours = whisper_training_hours()
+    rows = sorted(rows, key=lambda r: (-hours.get(r["language"], -1), r["language"], r["setting"], r["model"] != "ct2:teacher",
+                                       r["model"], r["compute_type"] != "float32"))  # fmt: skip
+    lines = [
+        f"faster-whisper's long-form transcription (timestamps on) of recordings joined from held-out test utterances "
+        f"with known boundaries; settings: `default` (what a user passing only the language gets: beam 5, temperature "
+        f"fallback, previous-text conditioning) and `greedy` (the benchmark's fixed decoding). Error rate over each "
+        f"whole recording (corpus level, insertions in parentheses); start error: seconds from each reference segment "
+        f"start to the nearest hypothesis segment start (mean / median); a 30-s stretch loops when its text compresses "
+        f"by more than {metrics.get('loop_ratio', 2.4)} (Whisper's threshold), and is empty when speech starts in it "
+        f"but no hypothesis does.",
+        "",
+        "| language | setting | model | type | audio (s) | error rate | start error mean / median (s) | loops | empty | RTFx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        start = (
+            f"{r['start_error_mean_s']:.2f} / {r['start_error_median_s']:.2f}"
+            if r["start_error_mean_s"] is not None
+            else "-"
+        )
+        lines.append(
+            f"| {r['language']} | {r['setting']} | {r['model']} | {r['compute_type']} | {r['audio_seconds']:.0f} | "
+            f"{100 * r['error_rate']:.1f} ({r['insertions']}) | {start} | {r['loop_stretches']}/{r['stretches']} | "
+            f"{r['empty_stretches']}/{r['stretches']} | {r['rtfx']} |"
+        )
+    return lines
+
+
 def voice_table(prepared: Path | None, targets: list[str]) -> list[str]:
     """Which voices each target language's splits heard, whether the tests hold unseen voices and both genders."""
     summary = prepared / "summary.json" if prepared else None
@@ -378,6 +417,7 @@ def make_report(cfg: ReportConfig) -> dict:
     translation = metrics.get("translation") or []
     tlines, tsummary = translation_section(translation, cfg, targets)
     text += ["## Translation retention (X->English)", ""] + tlines + [""]
+    text += ["## Long-form transcription (faster-whisper)", ""] + longform_table(cfg.longform) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
         figures = draw_plots(rows, deltas, targets, translation)
         save_plots(figures, tmp)

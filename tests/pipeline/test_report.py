@@ -10,6 +10,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.markers import MarkerStyle
 from matplotlib.patches import Rectangle
 
+from pipeline.languages import whisper_training_hours
 from pipeline.report import ReportConfig, gender_table, make_report
 from pipeline.report_plots import (
     INTERVAL,
@@ -226,3 +227,59 @@ def test_voice_table_says_which_tests_hold_unseen_voices_and_both_genders(tmp_pa
         == "| cs | festival:a, festival:b | festival:b, festival:c | festival:c | female, male (female, male) |"
     )
     assert voice_table(None, ["cs"]) == ["No prepare_data summary given (report.prepared): voices not listed."]
+
+
+def _translated(model: str, ctype: str, lang: str, chrf: float, bleu: float, **deltas) -> list[dict]:
+    """A translate run's chrF and BLEU rows as the benchmark writes them (intervals +-5 around each score)."""
+    base = {"model": model, "compute_type": ctype, "language": lang, "dataset": "translate", "group": "all"}
+    return [
+        base | {"task": "translate", "metric": "chrf", "score": chrf, "ci95": [chrf - 5, chrf + 5]} | deltas,
+        base | {"task": "translate", "metric": "bleu", "score": bleu, "ci95": [bleu - 5, bleu + 5]},
+    ]
+
+
+def test_translation_section_shows_scores_paired_differences_retention_and_its_plot(rows, tmp_path):
+    translation = (
+        _translated("ct2:teacher", "float32", "cs", 40.0, 10.0)
+        + _translated("ct2:teacher", "float32", "it", 60.0, 25.0)
+        + _translated("student-untrained", "float32", "cs", 38.0, 9.0, teacher_delta=-2.0, teacher_delta_ci95=[-4, 0])
+        + _translated(
+            "student-distilwhisper", "float32", "cs", 30.0, 5.0, teacher_delta=-10.0, teacher_delta_ci95=[-14, -6],
+            untrained_delta=-8.0, untrained_delta_ci95=[-12, -4],
+        )
+    )  # fmt: skip
+    (tmp_path / "bench").mkdir()
+    metrics = {"rows": rows, "target_languages": TARGETS, "translation": translation}
+    (tmp_path / "bench" / "metrics.json").write_text(json.dumps(metrics))
+    make_report(ReportConfig(bench=tmp_path / "bench", out_dir=tmp_path / "report", teacher="ct2:teacher"))
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text[text.index("## Translation retention") :]
+    lines = [x for x in section.splitlines() if x.startswith("| translate |")]
+    assert [x.split(" | ")[1:4] for x in lines[:4]] == [
+        ["it", "n/a" if "it" not in whisper_training_hours() else str(whisper_training_hours()["it"]), "ct2:teacher"],
+        ["cs (target)", str(whisper_training_hours()["cs"]), "ct2:teacher"],
+        ["cs (target)", str(whisper_training_hours()["cs"]), "student-distilwhisper"],
+        ["cs (target)", str(whisper_training_hours()["cs"]), "student-untrained"],
+    ]
+    distil = lines[2]
+    assert "30.0 [25.0, 35.0]" in distil and "-10.0 [-14.0, -6.0]" in distil and "-8.0 [-12.0, -4.0]" in distil
+    assert distil.endswith("| 75 % |")  # 30 / 40
+    assert "set_language_task" in section  # how students route the translate task, with the official code's
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["translation"]["translate/cs/student-distilwhisper/float32"]["retention"] == 0.75
+    lines = text.splitlines()
+    at = lines.index("![translation_per_language.png](translation_per_language.png)")
+    assert "chrF" in lines[at + 2] and (tmp_path / "report" / "translation_per_language.png").stat().st_size > 1000
+
+
+def test_longform_table_lists_error_start_error_loops_and_empties(tmp_path):
+    from pipeline.report import longform_table
+
+    assert "not set" in longform_table(None)[0]
+    row = {"model": "ct2:teacher", "compute_type": "int8", "language": "cs", "setting": "default", "audio_seconds": 118.4,
+           "error_rate": 0.5, "insertions": 7, "start_error_mean_s": 1.234, "start_error_median_s": 0.5,
+           "stretches": 4, "loop_stretches": 1, "empty_stretches": 2, "rtfx": 9.5}  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps({"rows": [row], "loop_ratio": 2.4}))
+    lines = longform_table(tmp_path)
+    assert lines[-1] == "| cs | default | ct2:teacher | int8 | 118 | 50.0 (7) | 1.23 / 0.50 | 1/4 | 2/4 | 9.5 |"
+    assert "2.4" in lines[0]
