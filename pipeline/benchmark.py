@@ -42,6 +42,7 @@ it would have shared is charged its own encoder time.
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import json
 import logging
@@ -81,6 +82,12 @@ class BenchmarkConfig:
     # Datasets decoded X->English (task translate) and scored with chrF and BLEU against each utterance's
     # ``translation`` (pipeline/translation.py); the others are transcribed and scored by error rate.
     translate: tuple[str, ...] = ()
+    # Decode with timestamps (prompt without <|notimestamps|>; the text leaves the timestamp tokens out), as a
+    # user asking for segments does; false: the fixed no-timestamp decoding the error rates are compared under
+    timestamps: bool = False
+    # CTranslate2 models under ct2_dir the benchmark leaves out (fnmatch patterns on their names, e.g.
+    # "distilwhisper-ts-*": students the longform stage measures)
+    exclude: tuple[str, ...] = ()
     max_new_tokens: int = 128
     # Longer caps (new tokens) the target languages are scored at too, as a user's default decode runs
     # (decode.DEFAULT_CAPS): their rows are group "cap=<N>"; non-target languages stay at max_new_tokens.
@@ -484,18 +491,20 @@ def _hf_runs(
             store = EncoderStore(model, extractor, root, True, device, key=key, dtype=torch.float32, disk=memo)
             if end_to_end:
                 store.fill(utts[:1])
-                decode.greedy_token_ids(model, utts[:1], store, tokenizer, ns, task)  # warm-up
+                decode.greedy_token_ids(model, utts[:1], store, tokenizer, ns, task, cfg.timestamps)  # warm-up
                 store.memo.pop(utts[0].id)
             else:
                 store.fill(utts)
 
             def work(store=store, utts=utts, model=model, task=task):
                 store.fill(utts)
-                return decode.greedy_token_ids(model, utts, store, tokenizer, ns, task)[0]
+                return decode.greedy_token_ids(model, utts, store, tokenizer, ns, task, cfg.timestamps)[0]
 
             def redecode(chunk, store=store, model=model, caps=caps):
                 set_language(model, chunk[0].language)
-                return decode.generate_batch(model, chunk, store, tokenizer, max(caps.loop_caps))
+                return decode.generate_batch(
+                    model, chunk, store, tokenizer, max(caps.loop_caps), timestamps=cfg.timestamps
+                )
 
             ids, seconds, peak = timed(work)
             size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
@@ -698,6 +707,8 @@ def _ct2_runs(
         export = Path(info["source"]) / "export.json"
         language = json.loads(export.read_text())["language"] if export.is_file() else None
         name = folder.name[: -len(info["requested_compute_type"]) - 1]
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in cfg.exclude):
+            continue
         run_key = (f"ct2:{name}", info["requested_compute_type"])
         export_record = export.read_text() if export.is_file() else ""
         made_from, kept = partial.lookup(run_key, [folder], scoped(cfg, run_key[0], data), export=export_record)
@@ -713,7 +724,7 @@ def _ct2_runs(
                 continue
             root = Path(cfg.datasets[dataset]).parent
             caps = caps_of(cfg, "ctranslate2", dataset)
-            prompts = {u.id: prompt_ids(tokenizer, u.language, task_of(cfg, dataset)) for u in utts}
+            prompts = {u.id: prompt_ids(tokenizer, u.language, task_of(cfg, dataset), cfg.timestamps) for u in utts}
             warm_up = features_of(utts[:1], root)
             decode.greedy_ctranslate2(model, warm_up, [prompts[utts[0].id]], cfg.max_new_tokens)
             charged = {"seconds": 0.0, "reused": []}
@@ -787,7 +798,8 @@ def _faster_whisper_runs(
 
             def work(utts=utts, audio=audio, model=model, task=task):
                 return [
-                    faster_whisper_transcribe(model, audio[u.id], u.language, cfg.max_new_tokens, task) for u in utts
+                    faster_whisper_transcribe(model, audio[u.id], u.language, cfg.max_new_tokens, task, cfg.timestamps)
+                    for u in utts
                 ]
 
             work(utts[:1])
@@ -820,6 +832,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     data = load_datasets(cfg)
     settings = {
         "max_new_tokens": cfg.max_new_tokens,
+        "timestamps": cfg.timestamps,
         "batch_size": cfg.batch_size,
         "loop_caps": sorted(cfg.loop_caps),  # which utterances get the longer decodes, and how long
         "loop_cap_engines": sorted(cfg.loop_cap_engines),

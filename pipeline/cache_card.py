@@ -43,7 +43,8 @@ teacher-forced on the reference transcripts of `{ident["manifest"]}`, made by
 | manifest sha256 | `{ident["manifest_sha256"]}` |
 
 One row per utterance: `id`, `language`, `prompt_ids`, `label_ids` (text tokens,
-then `<|endoftext|>`), and per label position `topk_count` (entries kept), `topk_ids`, `topk_logprobs`
+then `<|endoftext|>`; a timestamped window, an utterance with segments, has a prompt without
+`<|notimestamps|>` and labels `<|start|> text <|end|>` per segment), and per label position `topk_count` (entries kept), `topk_ids`, `topk_logprobs`
 and `tail_logprob` (log of the probability mass outside the kept entries); the entry columns are flat,
 position after position. Row `label_ids[t]` is predicted from `prompt_ids + label_ids[:t]`.
 

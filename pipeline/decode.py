@@ -180,13 +180,20 @@ def text_tokens(ids: list[int], eos_id: int) -> list[int]:
 
 
 def generate_batch(
-    model, chunk: list[Utterance], store: EncoderStore, tokenizer, max_new_tokens: int, task: str = "transcribe"
+    model,
+    chunk: list[Utterance],
+    store: EncoderStore,
+    tokenizer,
+    max_new_tokens: int,
+    task: str = "transcribe",
+    timestamps: bool = False,
 ) -> list[list[int]]:
     """Greedy ids of one single-language batch, before end-of-text: ``max_new_tokens`` ids when a row hit the cap.
+    With ``timestamps`` the prompt asks for timestamp tokens, which stay among the ids (text decoding drops them).
 
     The caller sets the routing language (:func:`pipeline.student.set_language`)."""
     lang = chunk[0].language
-    prompt = prompt_ids(tokenizer, lang, task)
+    prompt = prompt_ids(tokenizer, lang, task, timestamps)
     with torch.inference_mode(), quiet_generate(), count_real_positions(model, tokenizer.eos_token_id):
         out = model.generate(
             **store.kwargs(chunk),
@@ -196,13 +203,19 @@ def generate_batch(
             do_sample=False,
             num_beams=1,
             max_new_tokens=max_new_tokens,
-            return_timestamps=False,
+            return_timestamps=timestamps,
         )
     return [text_tokens(strip_prompt(seq.tolist(), prompt), tokenizer.eos_token_id) for seq in out]
 
 
 def greedy_token_ids(
-    model, utts: list[Utterance], store: EncoderStore, tokenizer, cfg, task: str = "transcribe"
+    model,
+    utts: list[Utterance],
+    store: EncoderStore,
+    tokenizer,
+    cfg,
+    task: str = "transcribe",
+    timestamps: bool = False,
 ) -> tuple[list[list[int]], dict[str, dict[str, float]]]:
     """Greedy ids per utterance (before end-of-text) with hard gates, one language per batch, and each
     language's gate rates.
@@ -222,7 +235,10 @@ def greedy_token_ids(
             state.decoder_mask = None
         for chunk in (b for b in batches if b[0].language == lang):
             ids.update(
-                zip((u.id for u in chunk), generate_batch(model, chunk, store, tokenizer, cfg.max_new_tokens, task))
+                zip(
+                    (u.id for u in chunk),
+                    generate_batch(model, chunk, store, tokenizer, cfg.max_new_tokens, task, timestamps),
+                )
             )
         if state is not None:
             rates[lang] = state.rates()
@@ -276,7 +292,9 @@ def greedy_ctranslate2(model, features: np.ndarray, prompts: list[list[int]], ma
 FASTER_WHISPER_PROMPT_TOKENS = 4
 
 
-def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe"):
+def faster_whisper_segments(
+    model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe", timestamps: bool = False
+):
     """faster-whisper's lazy segments under the benchmark's fixed decoding, at most ``max_new_tokens`` tokens.
 
     faster-whisper passes ``len(prompt) + max_new_tokens`` to CTranslate2 as
@@ -290,18 +308,19 @@ def faster_whisper_segments(model, audio: np.ndarray, language: str, max_new_tok
         beam_size=1,
         temperature=0.0,
         condition_on_previous_text=False,
-        without_timestamps=True,
+        without_timestamps=not timestamps,
         vad_filter=False,
-        max_new_tokens=ct2_max_length(max_new_tokens) - FASTER_WHISPER_PROMPT_TOKENS,
+        max_new_tokens=ct2_max_length(max_new_tokens) - FASTER_WHISPER_PROMPT_TOKENS + timestamps,
     )
     return segments
 
 
 def faster_whisper_transcribe(
-    model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe"
+    model, audio: np.ndarray, language: str, max_new_tokens: int, task: str = "transcribe", timestamps: bool = False
 ) -> str:
     """The text of :func:`faster_whisper_segments` (the generator runs here, inside any timer around the call)."""
-    return "".join(s.text for s in faster_whisper_segments(model, audio, language, max_new_tokens, task)).strip()
+    segments = faster_whisper_segments(model, audio, language, max_new_tokens, task, timestamps)
+    return "".join(s.text for s in segments).strip()
 
 
 def strip_prompt(ids: list[int], prompt: list[int]) -> list[int]:

@@ -79,7 +79,7 @@ def build_recordings(utts: list[Utterance], root: Path, cfg: LongformRecordings,
                 total += gap + chosen[-1][1].duration
             if total < cfg.min_seconds:
                 break
-            records.append(_write_recording(f"{lang}-longform-{made:03d}", lang, chosen, root))
+            records.append(_write_recording(f"{lang}-longform-{made:03d}", lang, chosen, root, "longform"))
             made += 1
         if made == 0:
             raise DwPipeError(
@@ -89,7 +89,74 @@ def build_recordings(utts: list[Utterance], root: Path, cfg: LongformRecordings,
     return records
 
 
-def _write_recording(rid: str, lang: str, parts: list[tuple[float, Utterance]], root: Path) -> dict:
+@dataclass(frozen=True)
+class TimestampWindows:
+    """prepare_data.windows: training examples with timestamps, made of train utterances joined into one window.
+
+    Per language of ``languages``, windows of 2 to ``max_utterances`` train utterances (shuffled, each in one
+    window at most) joined with ``gap`` seconds of silence, at most ``max_seconds`` long, are added to
+    train.jsonl beside the utterances (which stay as they are), as many as make them ``share`` of the
+    language's training examples (distil-whisper trains with timestamps on 0.2 of its examples); every window
+    records its segments, so its labels carry the timestamp tokens of each utterance's start and end."""
+
+    languages: tuple[str, ...]
+    share: float = 0.2
+    max_seconds: float = 28.0
+    max_utterances: int = 4
+    gap: tuple[float, ...] = (0.2, 0.8)
+
+
+def build_windows(utts: list[Utterance], root: Path, cfg: TimestampWindows, seed: int) -> list[Utterance]:
+    """Write the windows' WAVs under ``root/audio/windows`` and return them as train utterances."""
+    if not 0 <= cfg.share < 1 or cfg.max_utterances < 2 or cfg.max_seconds > WINDOW_SECONDS:
+        raise DwPipeError(
+            f"prepare_data.windows: share {cfg.share} must be in [0, 1), max_utterances {cfg.max_utterances} at least "
+            f"2, max_seconds {cfg.max_seconds} at most {WINDOW_SECONDS:.0f} (one Whisper window)"
+        )
+    rng = random.Random(seed)
+    out = []
+    for lang in cfg.languages:
+        pool = [u for u in utts if u.language == lang and u.split == "train" and not u.segments]
+        wanted = round(cfg.share / (1 - cfg.share) * len(pool))
+        rng.shuffle(pool)
+        made = 0
+        while made < wanted and len(pool) >= 2:
+            chosen, total = [], 0.0
+            while pool and len(chosen) < cfg.max_utterances:
+                gap = round(rng.uniform(*cfg.gap), 3) if chosen else round(rng.uniform(0.0, cfg.gap[0]), 3)
+                if total + gap + pool[0].duration > cfg.max_seconds:
+                    break
+                chosen.append((gap, pool.pop(0)))
+                total += gap + chosen[-1][1].duration
+            if len(chosen) < 2:
+                pool = pool[1:] if not chosen else pool  # an utterance too long to pair: leave it alone
+                continue
+            record = _write_recording(f"{lang}-window-{made:05d}", lang, chosen, root, "windows")
+            speakers = {u.speaker for _, u in chosen}
+            genders = {u.gender for _, u in chosen}
+            out.append(
+                Utterance(
+                    id=record["id"],
+                    audio=record["audio"],
+                    text=record["text"],
+                    language=lang,
+                    duration=record["duration"],
+                    split="train",
+                    source="window:" + ",".join(u.id for _, u in chosen),
+                    speaker=speakers.pop() if len(speakers) == 1 else "several",
+                    gender=genders.pop() if len(genders) == 1 else "unknown",
+                    segments=tuple({k: s[k] for k in ("start", "end", "text")} for s in record["segments"]),
+                )
+            )
+            made += 1
+        if made < wanted:
+            log.warning(
+                "prepare_data.windows: %s has %d windows of the %d asked (too few train utterances)", lang, made, wanted
+            )
+    return out
+
+
+def _write_recording(rid: str, lang: str, parts: list[tuple[float, Utterance]], root: Path, folder: str) -> dict:
     pieces, segments, at = [], [], 0
     for gap, u in parts:
         pieces.append(np.zeros(round(gap * SAMPLE_RATE), dtype=np.float32))
@@ -98,7 +165,7 @@ def _write_recording(rid: str, lang: str, parts: list[tuple[float, Utterance]], 
         segments.append({"id": u.id, "start": round(at / SAMPLE_RATE, 3), "end": round((at + len(samples)) / SAMPLE_RATE, 3), "text": u.text})  # fmt: skip
         pieces.append(samples)
         at += len(samples)
-    audio = f"audio/longform/{rid}.wav"
+    audio = f"audio/{folder}/{rid}.wav"
     (root / audio).parent.mkdir(parents=True, exist_ok=True)
     write_wav(root / audio, np.concatenate(pieces))
     return {
@@ -150,6 +217,7 @@ class LongformConfig:
     ct2_dir: Path
     out_dir: Path
     settings: tuple[str, ...] = SETTINGS
+    compute_types: tuple[str, ...] = ("int8",)  # of the CTranslate2 models (int8: what a CPU deployment runs)
     loop_ratio: float = 2.4
     ct2_tuning: Path | None = None
 
@@ -190,6 +258,8 @@ def run_longform(cfg: LongformConfig) -> dict:
         raise DwPipeError(f"{cfg.ct2_dir}: no CTranslate2 models (run quantize first)")
     for folder in folders:
         info = json.loads((folder / "quantize.json").read_text())
+        if info["requested_compute_type"] not in cfg.compute_types:
+            continue
         export = Path(info["source"]) / "export.json"
         only = json.loads(export.read_text())["language"] if export.is_file() else None
         name = "ct2:" + folder.name[: -len(info["requested_compute_type"]) - 1]

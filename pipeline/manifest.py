@@ -37,11 +37,15 @@ class Utterance:
     gender: str = "unknown"
     age: str = ""  # child | adult | "" (not known)
     translation: str = ""  # the English reference of a translate-split utterance; "" elsewhere
+    # A window of several utterances: each one's {"start", "end", "text"} (seconds in this audio), so it trains
+    # with timestamp tokens (pipeline.teacher.timestamp_labels); empty for a plain utterance
+    segments: tuple = ()
 
     def to_json(self) -> str:
         record = asdict(self)
-        if not record["translation"]:
-            del record["translation"]  # transcription manifests stay as they were
+        for key in ("translation", "segments"):
+            if not record[key]:
+                del record[key]  # manifests without these stay as they were
         return json.dumps(record, ensure_ascii=False)
 
 

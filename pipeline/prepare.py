@@ -26,7 +26,7 @@ from pipeline.corpus_synthetic import SyntheticConfig, check_split_voices, plan_
 from pipeline.errors import DwPipeError
 from pipeline.festival import FestivalVoice, synthesize_festival
 from pipeline.fsutil import atomic_dir
-from pipeline.longform import LongformRecordings, build_recordings
+from pipeline.longform import LongformRecordings, TimestampWindows, build_recordings, build_windows
 from pipeline.manifest import SPLITS, Checker, Rejection, Utterance, audio_problem, summarize, write_jsonl
 from pipeline.progress import progress
 from pipeline.scoring import normalize
@@ -84,6 +84,7 @@ class PrepareDataConfig:
     hf_datasets: tuple[HFSourceConfig, ...] = ()  # several datasets (e.g. Common Voice + FLEURS per language)
     allow_outside_paths: bool = False
     longform: LongformRecordings | None = None  # long-form recordings made of held-out utterances; None: none
+    windows: TimestampWindows | None = None  # timestamped training windows of joined train utterances; None: none
 
 
 @dataclass(frozen=True)
@@ -304,12 +305,16 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
             raise DwPipeError(
                 f"no valid utterance among {len(candidates)} from {cfg.source}; see the reasons logged above"
             )
+        windows = build_windows(kept, tmp, cfg.windows, cfg.seed) if cfg.windows else []
         for split in SPLITS:
-            write_jsonl(tmp / f"{split}.jsonl", (u for u in kept if u.split == split))
+            write_jsonl(tmp / f"{split}.jsonl", (u for u in kept + windows if u.split == split))
         write_jsonl(tmp / "rejects.jsonl", rejected)
         recordings = build_recordings(kept, tmp, cfg.longform, cfg.seed) if cfg.longform else []
         with open(tmp / "longform.jsonl", "w", encoding="utf-8") as handle:  # empty without prepare_data.longform
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recordings)
+        extra["windows"] = {
+            lang: sum(1 for w in windows if w.language == lang) for lang in sorted({w.language for w in windows})
+        }
         extra["longform"] = {r["id"]: {"seconds": r["duration"], "segments": len(r["segments"])} for r in recordings}
         summary = summarize(kept, rejected, len(candidates)) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -356,6 +356,13 @@ def longform_table(folder: Path | None) -> list[str]:
             f"{100 * r['error_rate']:.1f} ({r['insertions']}) | {start} | {r['loop_stretches']}/{r['stretches']} | "
             f"{r['empty_stretches']}/{r['stretches']} | {r['rtfx']} |"
         )
+    if any("-ts-" in r["model"] for r in rows):
+        lines += [
+            "",
+            "`-ts-` exports: the same student trained with the timestamped windows too (prepare_data.windows: train "
+            "utterances joined with their segment times, a share of the training examples); the exports without it "
+            "trained on the short utterances only, whose targets carry no timestamp.",
+        ]
     return lines
 
 

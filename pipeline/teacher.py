@@ -29,11 +29,12 @@ PROMPT_TEMPLATE = "<|startoftranscript|><|{language}|><|transcribe|><|notimestam
 TASKS = ("transcribe", "translate")
 
 
-def prompt_ids(tokenizer, language: str, task: str = "transcribe") -> list[int]:
-    """The four prompt token ids for ``language`` and ``task`` (transcribe, or translate: X->English)."""
+def prompt_ids(tokenizer, language: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+    """The prompt token ids for ``language`` and ``task`` (transcribe, or translate: X->English); without
+    ``timestamps`` it ends in ``<|notimestamps|>``, with them the model's next token is a timestamp."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {TASKS}")
-    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>"] + ([] if timestamps else ["<|notimestamps|>"])
     ids = tokenizer.convert_tokens_to_ids(tokens)
     unknown = [t for t, i in zip(tokens, ids) if i is None or i == tokenizer.unk_token_id]
     if unknown:
@@ -46,6 +47,35 @@ def label_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.convert_tokens_to_ids("<|endoftext|>")]
 
 
+TIMESTAMP_STEP = 0.02  # seconds per timestamp token (<|0.00|> ... <|30.00|>)
+TIMESTAMP_TOKENS = 1501
+
+
+def timestamp_id(tokenizer, seconds: float) -> int:
+    """The id of the timestamp token nearest ``seconds`` (0 to 30 s, in 0.02-s steps)."""
+    step = round(seconds / TIMESTAMP_STEP)
+    if not 0 <= step < TIMESTAMP_TOKENS:
+        raise ValueError(f"timestamp {seconds} s is outside one Whisper window (0-30 s)")
+    return tokenizer.convert_tokens_to_ids("<|0.00|>") + step
+
+
+def timestamp_labels(tokenizer, segments) -> list[int]:
+    """Whisper's timestamped target: per segment ``<|start|>`` its text ``<|end|>``, then end-of-text (the text
+    with a leading space, as Whisper writes a segment)."""
+    out = []
+    for seg in segments:
+        text = tokenizer(" " + seg["text"].strip(), add_special_tokens=False).input_ids
+        out += [timestamp_id(tokenizer, seg["start"]), *text, timestamp_id(tokenizer, seg["end"])]
+    return out + [tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+
+
+def targets_of(u: Utterance, tokenizer) -> tuple[list[int], list[int]]:
+    """(prompt, labels) an utterance trains and is cached with: timestamped when it is a window with segments."""
+    if u.segments:
+        return prompt_ids(tokenizer, u.language, timestamps=True), timestamp_labels(tokenizer, u.segments)
+    return prompt_ids(tokenizer, u.language), label_ids(tokenizer, u.text)
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One utterance ready for a teacher-forced pass."""
@@ -56,7 +86,7 @@ class Encoded:
 
 
 def encode(utts: list[Utterance], tokenizer) -> list[Encoded]:
-    return [Encoded(u, prompt_ids(tokenizer, u.language), label_ids(tokenizer, u.text)) for u in utts]
+    return [Encoded(u, *targets_of(u, tokenizer)) for u in utts]
 
 
 def length_batches(items: list[Encoded], batch_size: int) -> list[list[int]]:
@@ -131,8 +161,8 @@ def label_logits(
         else:
             inputs = {"input_features": features.to(device)}
         logits = model(**inputs, decoder_input_ids=ids.to(device)).logits
-    start = len(batch[0].prompt) - 1
-    return [logits[i, start : start + n].float() for i, n in enumerate(lengths)]
+    starts = [len(b.prompt) - 1 for b in batch]  # a timestamped row's prompt is one token shorter
+    return [logits[i, start : start + n].float() for i, (start, n) in enumerate(zip(starts, lengths))]
 
 
 def topk_of(

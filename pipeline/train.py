@@ -50,7 +50,7 @@ from pipeline.student import (
     save_student,
     trainable_parameters,
 )
-from pipeline.teacher import label_ids, pick_device, prompt_ids
+from pipeline.teacher import pick_device, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"
+    # Train on the manifest's timestamped windows too (train utterances joined, with segments:
+    # prepare_data.windows); false: on the plain utterances only, as without windows
+    timestamp_windows: bool = True
     # Where frozen-encoder outputs are kept between stages and runs (pipeline/encoder_memo.py); None: not kept.
     # Left out of settings_record: a stored output is what the encoder computes again.
     encoder_memo: Path | None = None
@@ -278,7 +281,7 @@ def _examples(utts: list[Utterance], tokenizer, cache) -> list[Example]:
             t = cache.targets(u.id)
             out.append(Example(u, list(t.prompt), t.labels.tolist(), t))
         else:
-            out.append(Example(u, prompt_ids(tokenizer, u.language), label_ids(tokenizer, u.text)))
+            out.append(Example(u, *targets_of(u, tokenizer)))
     return out
 
 
@@ -390,6 +393,13 @@ def build_model(cfg: TrainConfig):
             if ".experts." not in name and ".gates." not in name:
                 p.requires_grad_(False)
     return model, spec, clsr
+
+
+def training_utterances(cfg: TrainConfig) -> list[Utterance]:
+    """The train manifest's utterances of ``cfg.languages``; its timestamped windows only with timestamp_windows."""
+    return [
+        u for u in load_manifest(cfg.train) if u.language in cfg.languages and (cfg.timestamp_windows or not u.segments)
+    ]
 
 
 def training_inputs(cfg: TrainConfig) -> dict[str, str]:
@@ -519,7 +529,7 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
         from pipeline.cache_reader import open_cache
 
         cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
-    train_utts = [u for u in load_manifest(cfg.train) if u.language in cfg.languages]
+    train_utts = training_utterances(cfg)
     dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
     check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
     check_temperature(cfg, cache)
@@ -667,7 +677,10 @@ __all__ = ["TrainConfig", "train_student", "build_model", "lr_at", "epoch_batche
 
 @dataclass(frozen=True)
 class TrainStageConfig:
-    """``params.yaml: train_student``: train each mode into ``out_dir/<mode>``."""
+    """``params.yaml: train_student``: train each student into ``out_dir/<name>``.
+
+    A name in ``modes`` is a training mode, or a student of its own whose ``per_mode`` entry names its mode
+    (``{mode: distilwhisper, timestamp_windows: false}``): two students of one mode with other settings."""
 
     modes: tuple[str, ...]
     out_dir: Path
@@ -678,9 +691,10 @@ class TrainStageConfig:
         from pipeline.config import from_mapping
 
         out = []
-        for mode in self.modes:
-            values = {**self.common, **self.per_mode.get(mode, {}), "mode": mode, "out_dir": str(self.out_dir / mode)}
-            out.append(from_mapping(TrainConfig, values, f"train_student ({mode})"))
+        for name in self.modes:
+            own = self.per_mode.get(name, {})
+            values = {**self.common, **own, "mode": own.get("mode", name), "out_dir": str(self.out_dir / name)}
+            out.append(from_mapping(TrainConfig, values, f"train_student ({name})"))
         return out
 
 
@@ -690,7 +704,7 @@ def train_modes(stage: TrainStageConfig) -> dict[str, dict]:
     results = {}
     for cfg in stage.configs():
         inputs = training_inputs(cfg)
-        results[cfg.mode] = trained_summary(cfg, inputs) or train_student(cfg, inputs)
+        results[cfg.out_dir.name] = trained_summary(cfg, inputs) or train_student(cfg, inputs)
     return results
 
 

@@ -286,3 +286,30 @@ def test_a_clsr_student_takes_the_untrained_hypotheses_where_it_has_no_expert(ti
         assert by_model[("student-distilwhisper", u.id)] == by_model[("student-untrained", u.id)]
     pl = [u.id for u in load_manifest(bench_inputs["test"]) if u.language == "pl"]
     assert any(by_model[("student-distilwhisper", i)] != by_model[("student-untrained", i)] for i in pl)
+
+
+def test_the_benchmark_decodes_with_timestamps_on_request(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):
+    """timestamps: every engine gets the prompt without <|notimestamps|>; the texts leave timestamp tokens out."""
+    from transformers import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    no_ts = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    prompts: dict[str, list] = {"ctranslate2": [], "transformers": []}
+    real_ct2, real_hf = decode.greedy_ctranslate2, decode.generate_batch
+
+    def ct2(model, features, batch_prompts, max_new_tokens):
+        prompts["ctranslate2"] += batch_prompts
+        return real_ct2(model, features, batch_prompts, max_new_tokens)
+
+    def hf(model, chunk, store, tok, max_new_tokens, task="transcribe", timestamps=False):
+        prompts["transformers"].append(timestamps)
+        return real_hf(model, chunk, store, tok, max_new_tokens, task, timestamps)
+
+    monkeypatch.setattr(decode, "greedy_ctranslate2", ct2)
+    monkeypatch.setattr(decode, "generate_batch", hf)
+    cfg = replace(_config(tiny_hf_dir, bench_inputs, tmp_path / "bench"), timestamps=True)
+    run_benchmark(cfg)
+    assert prompts["ctranslate2"] and all(len(p) == 3 and no_ts not in p for p in prompts["ctranslate2"])
+    assert prompts["transformers"] and all(prompts["transformers"])
+    hyps = [json.loads(x) for x in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()]
+    assert hyps and not any("<|" in h["hyp"] for h in hyps)

@@ -20,7 +20,7 @@ from pipeline.cache import CacheMismatchError, CacheTeacherConfig, build_cache
 from pipeline.cache_reader import CacheError, cache_info, open_cache, verify_cache
 from pipeline.cli import app
 from pipeline.manifest import load_manifest
-from pipeline.teacher import label_ids, prompt_ids, topk_of
+from pipeline.teacher import label_ids, targets_of, topk_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def _teacher_logits(hf_dir: Path, manifest: Path, index: int):
     extractor = WhisperFeatureExtractor.from_pretrained(hf_dir)
     utt = load_manifest(manifest)[index]
     feats = extractor([read_wav(manifest.parent / utt.audio)], sampling_rate=16_000, return_tensors="pt").input_features
-    prompt, labels = prompt_ids(tokenizer, utt.language), label_ids(tokenizer, utt.text)
+    prompt, labels = targets_of(utt, tokenizer)
     with torch.no_grad():
         logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
     return utt, prompt, labels, logits[len(prompt) - 1 :]
@@ -424,3 +424,35 @@ def test_rerun_recomputes_a_corrupted_shard(tiny_hf_dir, tiny_manifest, tmp_path
         build_cache(cfg)
     assert f"{victim.name} fails its checksum" in caplog.text
     assert _shard_digests(cfg.out_dir) == before and verify_cache(cfg.out_dir) == []
+
+
+def test_a_timestamped_window_is_cached_with_its_timestamp_tokens_beside_plain_rows(tiny_hf_dir, tmp_path):
+    """A window (an utterance with segments) is teacher-forced on Whisper's timestamped target, its prompt without
+    <|notimestamps|>; batched with plain rows (one prompt token more), each row's positions are its own."""
+    from transformers import WhisperTokenizer
+
+    from pipeline.longform import TimestampWindows, build_windows
+    from tests.conftest import write_tiny_manifest
+
+    manifest = write_tiny_manifest(tmp_path / "prepared")
+    utts = load_manifest(manifest)
+    windows = build_windows(utts, manifest.parent, TimestampWindows(("pl",), share=0.25, gap=(0.3, 0.3)), seed=1)
+    assert len(windows) == 1 and len(windows[0].segments) >= 2
+    manifest.write_text("".join(u.to_json() + "\n" for u in [windows[0], *utts]), encoding="utf-8")
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    cfg = _config(tiny_hf_dir, manifest, tmp_path / "cache", shard_target_mb=1.0, batch_size=8)
+    build_cache(cfg)
+    cache = open_cache(cfg.out_dir)
+    window = windows[0]
+    got = cache.targets(window.id)
+    assert tokenizer.convert_tokens_to_ids("<|notimestamps|>") not in got.prompt and len(got.prompt) == 3
+    first = window.segments[0]
+    assert got.labels[0] == tokenizer.convert_tokens_to_ids(f"<|{round(first['start'] / 0.02) * 0.02:.2f}|>")
+    text = tokenizer.decode(got.labels.tolist(), decode_with_timestamps=True)
+    assert text.count("<|") == 2 * len(window.segments) + 1  # a start and an end per segment, then end-of-text
+    for index in (0, 3):  # the window and a plain row of the same batch (the longest labels come first)
+        utt, prompt, labels, logits = _teacher_logits(tiny_hf_dir, manifest, index)
+        want_ids = torch.log_softmax(logits, -1).topk(8, -1)[1]
+        row = cache.targets(utt.id)
+        assert row.prompt == prompt and row.labels.tolist() == labels
+        assert np.array_equal(row.topk_ids, want_ids.numpy()), utt.id

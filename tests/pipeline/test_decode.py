@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from transformers import (
     LogitsProcessor,
@@ -115,3 +116,22 @@ def test_encoder_experts_get_their_own_outputs_per_language(tiny_hf_dir, tiny_ma
         assert torch.allclose(stores["routed"].memo[u.id], fresh, atol=1e-5), u.id
         if u.language in ("pl", "cs"):  # de has no expert: the shared FFN, as in the plain encoder
             assert not torch.allclose(stores["routed"].memo[u.id], stores["plain"].memo[u.id], atol=1e-2), u.id
+
+
+def test_timestamp_labels_are_whispers_segment_grammar(tiny_hf_dir):
+    from transformers import WhisperTokenizer
+
+    from pipeline.teacher import prompt_ids, timestamp_id, timestamp_labels
+
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    segments = [{"start": 0.13, "end": 2.5, "text": "Dobré ráno."}, {"start": 3.0, "end": 4.26, "text": " Ahoj. "}]
+    labels = timestamp_labels(tokenizer, segments)
+    ts = [tokenizer.convert_tokens_to_ids(f"<|{t}|>") for t in ("0.12", "2.50", "3.00", "4.26")]  # 0.13 s: step 6
+    text = [tokenizer(t, add_special_tokens=False).input_ids for t in (" Dobré ráno.", " Ahoj.")]
+    assert labels == [ts[0], *text[0], ts[1], ts[2], *text[1], ts[3], tokenizer.eos_token_id]
+    assert tokenizer.decode(labels, skip_special_tokens=True) == " Dobré ráno. Ahoj."
+    assert timestamp_id(tokenizer, 30.0) - timestamp_id(tokenizer, 0.0) == 1500
+    with pytest.raises(ValueError, match="outside one Whisper window"):
+        timestamp_id(tokenizer, 30.5)
+    plain, timed = prompt_ids(tokenizer, "cs"), prompt_ids(tokenizer, "cs", timestamps=True)
+    assert plain[:3] == timed and tokenizer.convert_ids_to_tokens(plain[3]) == "<|notimestamps|>"

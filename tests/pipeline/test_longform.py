@@ -78,7 +78,7 @@ def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path
     records = build_recordings(utts, tmp_path, LongformRecordings(("pl", "cs"), min_seconds=2, max_seconds=40), seed=0)
     manifest = tmp_path / "longform.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = LongformConfig(manifest=manifest, ct2_dir=inputs["ct2"], out_dir=tmp_path / "longform")
+    cfg = LongformConfig(manifest, inputs["ct2"], tmp_path / "longform", compute_types=("float32", "int8"))
     run_longform(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     keys = {(r["model"], r["compute_type"], r["setting"], r["language"]) for r in rows}

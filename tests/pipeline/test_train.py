@@ -356,3 +356,28 @@ def test_dev_decoding_reads_float32_encoder_outputs(tiny_hf_dir, tiny_data, tmp_
     monkeypatch.setattr(train_mod, "dev_wer", recording)
     train_student(_config(tiny_hf_dir, tiny_data, tmp_path / "f32", max_steps=1))
     assert seen and all(dtypes == {torch.float32} for dtypes in seen)
+
+
+def test_a_named_student_takes_its_mode_and_settings_and_windows_only_when_asked(tmp_path):
+    from pipeline.longform import TimestampWindows, build_windows
+    from pipeline.manifest import load_manifest
+    from pipeline.train import TrainStageConfig, training_utterances
+    from tests.conftest import write_tiny_manifest
+
+    manifest = write_tiny_manifest(tmp_path / "prepared")
+    utts = load_manifest(manifest)
+    windows = build_windows(utts, manifest.parent, TimestampWindows(("pl", "cs"), share=0.3), seed=0)
+    manifest.write_text("".join(u.to_json() + "\n" for u in utts + windows), encoding="utf-8")
+    common = {"languages": ["pl", "cs"], "base": "b", "cache": "c", "train": str(manifest), "dev": str(manifest)}
+    stage = TrainStageConfig(
+        modes=("distilwhisper", "distilwhisper-plain"),
+        out_dir=tmp_path / "students",
+        common=common,
+        per_mode={"distilwhisper-plain": {"mode": "distilwhisper", "timestamp_windows": False}},
+    )
+    with_windows, plain = stage.configs()
+    assert (with_windows.mode, plain.mode) == ("distilwhisper", "distilwhisper")
+    assert plain.out_dir == tmp_path / "students" / "distilwhisper-plain"
+    assert len(windows) >= 1 and all(w.segments for w in windows)
+    assert {u.id for u in training_utterances(with_windows)} == {u.id for u in utts + windows if u.language != "de"}
+    assert {u.id for u in training_utterances(plain)} == {u.id for u in utts if u.language != "de"}
