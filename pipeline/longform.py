@@ -81,10 +81,14 @@ def build_recordings(utts: list[Utterance], root: Path, cfg: LongformRecordings,
                 break
             records.append(_write_recording(f"{lang}-longform-{made:03d}", lang, chosen, root, "longform"))
             made += 1
-        if made == 0:
-            raise DwPipeError(
-                f"prepare_data.longform: the {cfg.split} utterances of {lang} fill no recording of "
-                f"{cfg.min_seconds:.0f}-{cfg.max_seconds:.0f} s; add utterances or lower min_seconds"
+        if made == 0:  # recorded in summary.json (no recording of the language); the other languages go on
+            log.warning(
+                "prepare_data.longform: the %s utterances of %s fill no recording of %.0f-%.0f s; add utterances "
+                "or lower min_seconds",
+                cfg.split,
+                lang,
+                cfg.min_seconds,
+                cfg.max_seconds,
             )
     return records
 
@@ -220,6 +224,7 @@ class LongformConfig:
     compute_types: tuple[str, ...] = ("int8",)  # of the CTranslate2 models (int8: what a CPU deployment runs)
     loop_ratio: float = 2.4
     ct2_tuning: Path | None = None
+    device: str = "cpu"  # cuda on a GPU (compute types float16 / int8_float16 there)
 
 
 def transcribe(model, audio: np.ndarray, language: str, setting: str) -> list[tuple[float, float, str]]:
@@ -266,7 +271,7 @@ def run_longform(cfg: LongformConfig) -> dict:
         mine = [r for r in recordings if only is None or r["language"] == only]
         if not mine:
             continue
-        model = WhisperModel(str(folder), device="cpu", compute_type=info["effective_compute_type"],
+        model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
                              cpu_threads=int(setting_env["threads"]))  # fmt: skip
         for setting in cfg.settings:
             for lang in sorted({r["language"] for r in mine}):

@@ -316,6 +316,8 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
             lang: sum(1 for w in windows if w.language == lang) for lang in sorted({w.language for w in windows})
         }
         extra["longform"] = {r["id"]: {"seconds": r["duration"], "segments": len(r["segments"])} for r in recordings}
+        if cfg.longform:
+            extra["longform_missing"] = sorted(set(cfg.longform.languages) - {r["language"] for r in recordings})
         summary = summarize(kept, rejected, len(candidates)) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for r in rejected[:5]:

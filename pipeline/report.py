@@ -266,9 +266,9 @@ TRANSLATION_NOTE = (
     "Our students have experts in the decoder only and train nothing else, so that routing makes them, weight for "
     "weight, the untrained student: retention would hold by construction and measure nothing. A static "
     "CTranslate2 export cannot switch its experts off per task either (each layer holds one FFN). So the "
-    "exact-routing students here translate through their language's experts, as their exports do, and the rows "
-    "measure what expert training costs translation; a user who needs the teacher-like translation of the "
-    "official routing has it in the untrained student's row."
+    "exact-routing students here translate through their language's experts, as their exports do; what the "
+    "official routing would give is the untrained student's row. Before vs after training: the `vs untrained` "
+    "column; student vs teacher: `vs teacher` and retention."
 )
 
 

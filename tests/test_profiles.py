@@ -14,6 +14,7 @@ from pipeline.cache import CacheTeacherConfig
 from pipeline.config import load_section
 from pipeline.corpus_hf import load_rows
 from pipeline.export import ExportConfig
+from pipeline.longform import LongformConfig
 from pipeline.models import ImportModelsConfig, parse_model_spec
 from pipeline.prepare import HFSourceConfig, PrepareDataConfig, prepare_data
 from pipeline.quantize import QuantizeConfig
@@ -29,6 +30,7 @@ SECTIONS = {
     "export_student": ExportConfig,
     "quantize": QuantizeConfig,
     "benchmark": BenchmarkConfig,
+    "longform": LongformConfig,
     "report": ReportConfig,
 }
 OFFICIAL_LISTS = {  # naver/multilingual-distilwhisper 6faf22a, data/generated_ids/

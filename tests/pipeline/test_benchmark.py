@@ -184,9 +184,9 @@ def test_a_translate_dataset_is_decoded_to_english_and_scored_with_chrf_and_bleu
         seen_tasks["ctranslate2"] |= {t for t, i in task_ids.items() for p in prompts if p[2] == i}
         return real_ct2(model, features, prompts, max_new_tokens)
 
-    def hf(model, utts, store, tok, ns, task="transcribe"):
+    def hf(model, utts, store, tok, ns, task="transcribe", timestamps=False):
         seen_tasks["transformers"].add(f"{utts[0].id.startswith('tr-')}:{task}")
-        return real_hf(model, utts, store, tok, ns, task)
+        return real_hf(model, utts, store, tok, ns, task, timestamps)
 
     monkeypatch.setattr(decode, "greedy_ctranslate2", ct2)
     monkeypatch.setattr(decode, "greedy_token_ids", hf)
