@@ -90,9 +90,15 @@ def encode(utts: list[Utterance], tokenizer) -> list[Encoded]:
 
 
 def length_batches(items: list[Encoded], batch_size: int) -> list[list[int]]:
-    """Indices grouped by label length (longest first), so padding stays small; deterministic."""
-    order = sorted(range(len(items)), key=lambda i: (-len(items[i].labels), i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    """Indices grouped by label length (longest first), so padding stays small; deterministic. Timestamped
+    windows come after every plain utterance, so adding windows to a manifest leaves the plain rows' batches,
+    and so their teacher outputs to the last bit, as they were."""
+    batches = []
+    for timed in (False, True):
+        group = [i for i in range(len(items)) if bool(items[i].utt.segments) == timed]
+        order = sorted(group, key=lambda i: (-len(items[i].labels), i))
+        batches += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return batches
 
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype | None]:

@@ -62,8 +62,14 @@ def test_full_pipeline_runs_then_is_up_to_date(reference):
         "export_student",
         "quantize",
         "benchmark",
+        "longform",
         "report",
     }
+    longform = json.loads((reference / "data/longform/metrics.json").read_text())["rows"]
+    assert {(r["model"], r["setting"], r["language"]) for r in longform} >= {("ct2:teacher", "greedy", "pl")}
+    assert "Long-form transcription" in report and "| pl | greedy | ct2:teacher | int8 |" in report
+    train = (reference / "data/prepared/train.jsonl").read_text()
+    assert '"segments"' in train  # timestamped windows, cached and trained on
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], reference)
 
 

@@ -428,7 +428,7 @@ def test_rerun_recomputes_a_corrupted_shard(tiny_hf_dir, tiny_manifest, tmp_path
 
 def test_a_timestamped_window_is_cached_with_its_timestamp_tokens_beside_plain_rows(tiny_hf_dir, tmp_path):
     """A window (an utterance with segments) is teacher-forced on Whisper's timestamped target, its prompt without
-    <|notimestamps|>; batched with plain rows (one prompt token more), each row's positions are its own."""
+    <|notimestamps|>; each row keeps its own label positions."""
     from transformers import WhisperTokenizer
 
     from pipeline.longform import TimestampWindows, build_windows
@@ -450,9 +450,25 @@ def test_a_timestamped_window_is_cached_with_its_timestamp_tokens_beside_plain_r
     assert got.labels[0] == tokenizer.convert_tokens_to_ids(f"<|{round(first['start'] / 0.02) * 0.02:.2f}|>")
     text = tokenizer.decode(got.labels.tolist(), decode_with_timestamps=True)
     assert text.count("<|") == 2 * len(window.segments) + 1  # a start and an end per segment, then end-of-text
-    for index in (0, 3):  # the window and a plain row of the same batch (the longest labels come first)
+    for index in (0, 3):  # the window and a plain row
         utt, prompt, labels, logits = _teacher_logits(tiny_hf_dir, manifest, index)
         want_ids = torch.log_softmax(logits, -1).topk(8, -1)[1]
         row = cache.targets(utt.id)
         assert row.prompt == prompt and row.labels.tolist() == labels
         assert np.array_equal(row.topk_ids, want_ids.numpy()), utt.id
+
+
+def test_windows_are_batched_after_the_plain_rows_whose_batches_stay_as_they_were(tiny_manifest):
+    """Adding timestamped windows must not move a plain utterance to another teacher batch (its padding, and so its
+    teacher outputs to the last bit, would change, and with them every student trained on the cache)."""
+    from types import SimpleNamespace
+
+    from pipeline.teacher import Encoded, length_batches
+
+    utts = load_manifest(tiny_manifest)
+    plain = [Encoded(u, [1, 2, 3, 4], list(range(3 + i % 4))) for i, u in enumerate(utts)]
+    window = SimpleNamespace(id="w", segments=({"start": 0.0, "end": 1.0, "text": "x"},))
+    mixed = [Encoded(window, [1, 2, 3], list(range(40))), *plain]
+    alone = [[plain[i].utt.id for i in b] for b in length_batches(plain, 2)]
+    together = [[mixed[i].utt.id for i in b] for b in length_batches(mixed, 2)]
+    assert together[: len(alone)] == alone and together[-1] == ["w"]
