@@ -321,6 +321,11 @@ def translation_section(translation: list[dict], cfg: ReportConfig, targets: lis
     return lines + ["", TRANSLATION_NOTE], summary
 
 
+def longform_rows(folder: Path | None) -> list[dict]:
+    path = folder / "metrics.json" if folder else None
+    return json.loads(path.read_text(encoding="utf-8"))["rows"] if path is not None and path.is_file() else []
+
+
 def longform_table(folder: Path | None) -> list[str]:
     """faster-whisper long-form rows: error over whole recordings, segment-start error, loops and empties."""
     path = folder / "metrics.json" if folder else None
@@ -426,7 +431,7 @@ def make_report(cfg: ReportConfig) -> dict:
     text += ["## Translation retention (X->English)", ""] + tlines + [""]
     text += ["## Long-form transcription (faster-whisper)", ""] + longform_table(cfg.longform) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        figures = draw_plots(rows, deltas, targets, translation)
+        figures = draw_plots(rows, deltas, targets, translation, longform_rows(cfg.longform))
         save_plots(figures, tmp)
         text += ["## Plots", ""]
         for plot in figures:

@@ -304,13 +304,61 @@ def translation_per_language(translation: list[dict], style: PlotStyle) -> Plot:
     return Plot("translation_per_language.png", fig, caption)
 
 
+def family(model: str, language: str) -> str:
+    """An export's name without its language (``ct2:distilwhisper-ts-ca`` -> ``ct2:distilwhisper-ts``), so one
+    student's exports share a colour across languages."""
+    suffix = f"-{language}"
+    return model[: -len(suffix)] if model.endswith(suffix) else model
+
+
+def longform_per_language(longform: list[dict]) -> Plot:
+    """Whole-recording error rate per language and model, one panel per setting; loops and empty stretches
+    written over each bar."""
+    rows = [{**r, "model": family(r["model"], r["language"]), "ci95": None} for r in longform]
+    style = plot_style(rows, [])
+    settings = sorted({r["setting"] for r in rows})
+    runs = _runs(rows)
+    fig, axes = _panels(settings, max(7.0, 1.6 * len({r["language"] for r in rows})), 3.2)
+    for ax, setting in zip(axes, settings):
+        mine = [r for r in rows if r["setting"] == setting]
+        _language_panel(ax, mine, style, runs)
+        for bar, r in zip(_bars_in_order(ax), _rows_in_bar_order(mine, runs)):
+            ax.annotate(f"{r['loop_stretches']}L {r['empty_stretches']}E", (bar.get_x() + bar.get_width() / 2,
+                        bar.get_height()), ha="center", va="bottom", fontsize=6)  # fmt: skip
+        ax.set_title(f"long-form, faster-whisper setting: {setting}", fontsize=9)
+    _legend(fig, style, runs, bars=True, extra=[])
+    caption = (
+        "Error rate over each whole long-form recording (faster-whisper, timestamps on) per language and model, "
+        "one panel per setting (default: a user's defaults; greedy: the benchmark's decoding). Over each bar: "
+        "30-s stretches that loop (L) and that come back empty (E). `-ts`: the student trained with timestamped "
+        "windows too. No interval: one recording per language."
+    )
+    return Plot("longform_per_language.png", fig, caption)
+
+
+def _bars_in_order(ax) -> list:
+    return [p for container in ax.containers for p in container]
+
+
+def _rows_in_bar_order(rows: list[dict], runs: list[tuple[str, str]]) -> list[dict]:
+    """The rows in the order :func:`_language_panel` draws their bars: run by run, languages by resource level."""
+    langs = by_resource_level(sorted({r["language"] for r in rows}))
+    at = {(r["model"], r["compute_type"], r["language"]): r for r in rows}
+    return [at[(*run, lang)] for run in runs for lang in langs if (*run, lang) in at]
+
+
 def draw_plots(
-    rows: list[dict], deltas: list[dict], targets: list[str], translation: list[dict] | None = None
+    rows: list[dict],
+    deltas: list[dict],
+    targets: list[str],
+    translation: list[dict] | None = None,
+    longform: list[dict] | None = None,
 ) -> list[Plot]:
     """The report's figures, in the order report.md shows them."""
     style = plot_style(rows + list(translation or []), targets)
     plots = [wer_per_language(rows, style), quantization_vs_hours(deltas, style), speed_vs_wer(rows, style)]
-    return plots + ([translation_per_language(translation, style)] if translation else [])
+    plots += [translation_per_language(translation, style)] if translation else []
+    return plots + ([longform_per_language(longform)] if longform else [])
 
 
 def save_plots(plots: list[Plot], out: Path) -> None:

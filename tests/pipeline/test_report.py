@@ -283,3 +283,21 @@ def test_longform_table_lists_error_start_error_loops_and_empties(tmp_path):
     lines = longform_table(tmp_path)
     assert lines[-1] == "| cs | default | ct2:teacher | int8 | 118 | 50.0 (7) | 1.23 / 0.50 | 1/4 | 2/4 | 9.5 |"
     assert "2.4" in lines[0]
+
+
+def test_longform_plot_draws_each_students_bars_in_one_colour_with_loops_and_empties():
+    from pipeline.report_plots import longform_per_language
+
+    def row(model, lang, setting, rate, loops):
+        return {"model": model, "compute_type": "int8", "language": lang, "setting": setting, "error_rate": rate,
+                "loop_stretches": loops, "empty_stretches": 0, "stretches": 3}  # fmt: skip
+
+    rows = [row("ct2:teacher", lang, s, 0.3, 0) for lang in ("cs", "fi") for s in ("default", "greedy")]
+    rows += [
+        row(f"ct2:distilwhisper-ts-{lang}", lang, s, 0.5, 1) for lang in ("cs", "fi") for s in ("default", "greedy")
+    ]
+    plot = longform_per_language(rows)
+    ax = plot.figure.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["1L 0E", "1L 0E", "0L 0E", "0L 0E"]  # runs sorted: students, teacher
+    assert sorted(_legend_texts(plot.figure))[:2] == ["ct2:distilwhisper-ts", "ct2:teacher"]
+    assert len(plot.figure.axes) == 2 and "-ts" in plot.caption
