@@ -103,11 +103,13 @@ def stamp(folder: Path, made_from: dict) -> None:
 
 
 def train_seed(settings: Settings, seed: int, work: Path) -> dict[str, dict]:
-    """Each mode's student at ``seed``: {mode: {"folder", "dev_error_rate", "trained"}}."""
+    """Each student's at ``seed``, by name (a mode, or a named student of one): {name: {"folder",
+    "dev_error_rate", "trained"}}."""
     out = {}
     for cfg in settings.train.configs():
         inputs = training_inputs(cfg)
-        mine = replace(cfg, seed=seed, out_dir=work / f"seed{seed}" / "students" / cfg.mode)
+        name = cfg.out_dir.name
+        mine = replace(cfg, seed=seed, out_dir=work / f"seed{seed}" / "students" / name)
         summary, folder, trained = None, cfg.out_dir, False
         if seed == cfg.seed:  # the DAG's own student serves the params' seed when it is up to date
             summary = trained_summary(cfg, inputs)
@@ -115,7 +117,7 @@ def train_seed(settings: Settings, seed: int, work: Path) -> dict[str, dict]:
             folder, summary = mine.out_dir, trained_summary(mine, inputs)
             if summary is None:
                 summary, trained = train_student(mine, inputs), True
-        out[cfg.mode] = {"folder": str(folder), "dev_error_rate": summary["dev_wer_best"], "trained": trained}
+        out[name] = {"folder": str(folder), "dev_error_rate": summary["dev_wer_best"], "trained": trained}
     return out
 
 
