@@ -1,15 +1,25 @@
 """Quantization bias by model size: what int8 costs a student of each size, per language, next to the teacher.
 
-    python bench/quant_sizes.py [--sizes 0,1,2,4,5 0,2,5] [--compute-types float32 int8] [--params params.yaml]
+    python bench/quant_sizes.py [--sizes 0,1,2,4,5 0,2,5] [--mode kd|distilwhisper] [--steps 120]
+                                [--compute-types float32 int8] [--params params.yaml]
                                 [--work data/quant-sizes] [--out bench/results/quant_sizes.json]
 
 The paper's second axis (DistilWhisper, ../shared/paper/paper-summary.md): small models lose the most under
 quantization, on low-resource languages most of all. For each --sizes entry (the teacher's decoder layers the
-student keeps; experts on every kept layer) this trains the distilwhisper student of params.yaml train_student
-with that shape (the DAG's own student serves the size params.yaml names, when it is up to date), exports it
-for each target language, and converts every export and the teacher with CTranslate2 at each --compute-types
-(on a CPU, int8 runs as int8_float32: `effective_compute_type` in the JSON). One benchmark (params.yaml
-benchmark settings, target languages only, no longer loop caps) decodes them all on the test sets.
+student keeps) this trains a student of that shape from params.yaml train_student's distilwhisper settings,
+in one of two ways (--mode):
+
+* ``kd`` (default): the whole kept decoder learns (CE + the KD term from the teacher cache, no experts: the
+  ``finetune`` mode with ``baseline_kd``), as distil-whisper trains its layer-cut students. One model serves
+  every language. A cut decoder must re-learn to join its layers: with the frozen decoder of distilwhisper
+  mode, students of 4 and 3 layers did not transcribe after the DAG's budget (README).
+* ``distilwhisper``: experts on every kept layer, the rest frozen (the DAG's own student serves the size
+  params.yaml names when it is up to date and --steps is 0); exported per target language.
+
+--steps: training steps (0: params.yaml's epochs). Every student, export and conversion is converted with
+CTranslate2 at each --compute-types, the teacher too (on a CPU, int8 runs as int8_float32:
+`effective_compute_type` in the JSON). One benchmark (params.yaml benchmark settings, target languages only,
+no longer loop caps) decodes them all on the test sets.
 
 Per (dataset, language, model): the float32 error rate, each quantized type's, and its cost (quantized minus
 float32, error-rate points) with the benchmark's paired 95 % bootstrap interval over utterances. Writes --out,
@@ -42,7 +52,6 @@ from pipeline.languages import by_resource_level, whisper_training_hours  # noqa
 from pipeline.train import train_student, trained_summary, training_inputs  # noqa: E402
 
 log = logging.getLogger("bench.quant_sizes")
-MODE = "distilwhisper"
 
 
 def layers_of(text: str) -> tuple[int, ...]:
@@ -55,27 +64,42 @@ def layers_of(text: str) -> tuple[int, ...]:
     return layers
 
 
-def train_size(settings: Settings, layers: tuple[int, ...], work: Path) -> dict:
-    """The distilwhisper student keeping ``layers`` of the teacher's decoder: {"folder", "dev_error_rate", ...}."""
-    cfg = next((c for c in settings.train.configs() if c.mode == MODE), None)
+def size_config(settings: Settings, layers: tuple[int, ...], mode: str, steps: int, work: Path):
+    """The TrainConfig of the ``mode`` student keeping ``layers`` of the teacher's decoder."""
+    cfg = next((c for c in settings.train.configs() if c.mode == "distilwhisper"), None)
     if cfg is None:
-        raise DwPipeError(f"train_student.modes {list(settings.train.modes)} has no {MODE}")
-    inputs = training_inputs(cfg)
-    shape = {"keep_decoder_layers": layers, "clsr_decoder_layers": tuple(range(len(layers)))}
-    summary, folder, trained = None, cfg.out_dir, False
-    kept = cfg.keep_decoder_layers
+        raise DwPipeError(f"train_student.modes {list(settings.train.modes)} has no distilwhisper settings to follow")
+    shape: dict = {"keep_decoder_layers": layers, "out_dir": work / f"{mode}-decoder{len(layers)}" / "student"}
+    if mode == "kd":
+        shape |= {"mode": "finetune", "baseline_kd": True, "clsr_decoder_layers": ()}
+    else:
+        shape["clsr_decoder_layers"] = tuple(range(len(layers)))
+    if steps:
+        shape["max_steps"] = steps
+    return cfg, replace(cfg, **shape)
+
+
+def train_size(settings: Settings, layers: tuple[int, ...], mode: str, steps: int, work: Path) -> dict:
+    """The ``mode`` student keeping ``layers`` of the teacher's decoder: {"folder", "dev_error_rate", ...}."""
+    dag, mine = size_config(settings, layers, mode, steps, work)
+    inputs = training_inputs(mine)
+    summary, folder, trained = None, mine.out_dir, False
+    kept = dag.keep_decoder_layers
     if kept is None:  # every layer of the base
-        base = Path(str(cfg.base).partition("@")[0])
+        base = Path(str(dag.base).partition("@")[0])
         kept = tuple(range(json.loads((base / "config.json").read_text())["decoder_layers"]))
-    if tuple(kept) == layers and tuple(cfg.clsr_decoder_layers) == shape["clsr_decoder_layers"]:
-        summary = trained_summary(cfg, inputs)  # the DAG's own student, when up to date
+    same = (tuple(kept), tuple(dag.clsr_decoder_layers)) == (layers, mine.clsr_decoder_layers)
+    if mode == "distilwhisper" and not steps and same:
+        summary, folder = trained_summary(dag, inputs), dag.out_dir  # the DAG's own student, when up to date
     if summary is None:
-        mine = replace(cfg, **shape, out_dir=work / f"decoder{len(layers)}" / "students" / MODE)
         folder, summary = mine.out_dir, trained_summary(mine, inputs)
         if summary is None:
             summary, trained = train_student(mine, inputs), True
     return {
+        "name": f"{mode}-decoder{len(layers)}",
+        "mode": mode,
         "layers": list(layers),
+        "steps": summary.get("steps", steps),
         "folder": str(folder),
         "dev_error_rate": summary["dev_wer_best"],
         "trained": trained,
@@ -83,11 +107,13 @@ def train_size(settings: Settings, layers: tuple[int, ...], work: Path) -> dict:
 
 
 def convert_size(settings: Settings, student: dict, ctypes: list[str], work: Path) -> dict[str, Path]:
-    """Exports per target language, converted at each type: {benchmark folder name: CTranslate2 folder}."""
+    """The student's exports (one per target language for experts, else one), converted at each type:
+    {benchmark folder name: CTranslate2 folder}."""
     folders = {}
-    n = len(student["layers"])
-    for lang in settings.bench.target_languages:
-        export = work / f"decoder{n}" / "exports" / lang
+    per_language = student["mode"] == "distilwhisper"
+    for lang in settings.bench.target_languages if per_language else settings.bench.target_languages[:1]:
+        name = f"{student['name']}-{lang}" if per_language else student["name"]
+        export = work / student["name"] / "exports" / (lang if per_language else "all")
         made_from = {
             "student_sha256": sha256_tree(Path(student["folder"])),
             "language": lang,
@@ -97,8 +123,8 @@ def convert_size(settings: Settings, student: dict, ctypes: list[str], work: Pat
             export_student(Path(student["folder"]), lang, export, settings.export.threshold)
             stamp(export, made_from)
         for ctype in ctypes:
-            out = work / f"decoder{n}" / "ct2" / f"{lang}-{ctype}"
-            folders[f"{MODE}-decoder{n}-{lang}-{ctype}"] = convert(export, out, ctype, settings.quantize.device)
+            out = work / student["name"] / "ct2" / f"{name}-{ctype}"
+            folders[f"{name}-{ctype}"] = convert(export, out, ctype, settings.quantize.device)
     return folders
 
 
@@ -184,9 +210,11 @@ def run(args: argparse.Namespace) -> dict:
     settings = Settings.load(args.params)
     if len({tuple(s) for s in args.sizes}) != len(args.sizes):
         raise DwPipeError(f"--sizes {args.sizes}: a size is named twice")
+    if args.steps < 0:
+        raise DwPipeError(f"--steps {args.steps}: 0 (params.yaml's epochs) or more")
     if len({len(s) for s in args.sizes}) != len(args.sizes):
         raise DwPipeError("--sizes: give each size a different number of layers (the folders are named by it)")
-    students = [train_size(settings, tuple(layers), args.work) for layers in args.sizes]
+    students = [train_size(settings, tuple(layers), args.mode, args.steps, args.work) for layers in args.sizes]
     folders: dict[str, Path] = {}
     for student in students:
         folders |= convert_size(settings, student, args.compute_types, args.work)
@@ -200,13 +228,14 @@ def run(args: argparse.Namespace) -> dict:
     run_benchmark(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     teacher_layers = json.loads((Path(settings.bench.teacher) / "config.json").read_text())["decoder_layers"]
-    sizes = {f"ct2:{MODE}-decoder{len(s['layers'])}": len(s["layers"]) for s in students}
+    sizes = {f"ct2:{s['name']}": len(s["layers"]) for s in students}
     sizes["ct2:teacher"] = teacher_layers
     table = cost_table(rows, sizes, list(settings.bench.target_languages))
     report = {
         "command": "python bench/quant_sizes.py " + " ".join(sys.argv[1:]),
         "units": "error rates and costs as fractions (0.123 = 12.3 %); cost = quantized minus float32, paired "
         "95 % bootstrap over utterances",
+        "mode": args.mode,
         "students": students,
         "compute_types": args.compute_types,
         "languages_by_whisper_hours": by_resource_level(list(settings.bench.target_languages)),
@@ -233,6 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--sizes", type=layers_of, nargs="+", default=[(0, 1, 2, 4, 5), (0, 2, 5)])
+    parser.add_argument("--mode", choices=("kd", "distilwhisper"), default="kd", help="how students are trained")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (0: params.yaml's epochs)")
     parser.add_argument("--compute-types", nargs="+", default=["float32", "int8"])
     parser.add_argument("--work", type=Path, default=Path("data/quant-sizes"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/quant_sizes.json"))

@@ -65,7 +65,8 @@ def export_student(student_dir: Path, language: str, out: Path, threshold: float
         info = {
             "student": str(student_dir),
             "mode": record["mode"],
-            "language": language,
+            # the language whose routing the export holds; null: a student without experts serves every language
+            "language": language if record["mode"] in CLSR_MODES else None,
             "threshold": threshold,
             "routing": routing,
         }

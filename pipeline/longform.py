@@ -225,6 +225,9 @@ class LongformConfig:
     loop_ratio: float = 2.4
     ct2_tuning: Path | None = None
     device: str = "cpu"  # cuda on a GPU (compute types float16 / int8_float16 there)
+    # CTranslate2's sampling seed: faster-whisper's default setting samples when its temperature fallback starts
+    # (unseeded, a re-run's hypotheses can differ)
+    seed: int = 0
 
 
 def transcribe(model, audio: np.ndarray, language: str, setting: str) -> list[tuple[float, float, str]]:
@@ -244,7 +247,12 @@ def run_longform(cfg: LongformConfig) -> dict:
     from pipeline import ct2_tuning
 
     setting_env = ct2_tuning.applied(cfg.ct2_tuning)  # before CTranslate2 loads
+    import ctranslate2
     from faster_whisper import WhisperModel
+
+    # Each model's worker threads seed their generator from this when they first sample (the generator is
+    # thread-local in CTranslate2), so a model's draws depend only on the seed and the order of its calls.
+    ctranslate2.set_random_seed(cfg.seed)
 
     from pipeline.fsutil import atomic_dir
 

@@ -272,3 +272,44 @@ def _check_shared_encodings(ct2: Path, manifest: Path, rows: list[dict], hyps: l
     direct = greedy_ctranslate2(model, feats, [prompt_ids(tokenizer, "pl")] * len(utts), 4)
     benched = {h["id"]: h["hyp"] for h in hyps if h["model"] == "ct2:teacher" and h["compute_type"] == "float32"}
     assert [benched[u.id] for u in utts] == [tokenizer.decode(x, skip_special_tokens=True) for x in direct]
+
+
+def test_export_without_experts_serves_every_language(trained, tiny_hf_dir, tmp_path):
+    """A student without experts (finetune, here with the KD term and a cut decoder: bench/quant_sizes.py's kd
+    students) has one export for every language: export.json names no language and the benchmark decodes
+    its conversion on each target language, not only on the one the export was asked for."""
+    cfg = TrainConfig(
+        mode="finetune",
+        baseline_kd=True,
+        languages=("pl", "cs"),
+        base=tiny_hf_dir,
+        cache=trained["root"] / "cache",
+        train=trained["train"],
+        dev=trained["train"],
+        out_dir=tmp_path / "students" / "kd",
+        keep_decoder_layers=(1,),
+        epochs=1,
+        batch_size=2,
+        max_new_tokens=4,
+    )
+    train_student(cfg)
+    info = export_student(cfg.out_dir, "pl", tmp_path / "export")
+    assert info["language"] is None and info["routing"] == {}
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["language"] is None
+    quantize(tmp_path / "export", tmp_path / "ct2" / "kd-decoder1-float32", "float32")
+    bench = BenchmarkConfig(
+        datasets={"test": str(trained["test"])},
+        out_dir=tmp_path / "bench",
+        teacher=str(tiny_hf_dir),
+        untrained=f"{tiny_hf_dir}@0,1",
+        ct2_dir=str(tmp_path / "ct2"),
+        target_languages=("pl", "cs"),
+        hf_teacher=False,
+        targets_only=("ct2:kd-decoder1",),
+        max_new_tokens=4,
+        bootstrap=20,
+    )
+    run_benchmark(bench)
+    rows = json.loads((bench.out_dir / "metrics.json").read_text())["rows"]
+    tested = {u["language"] for u in map(json.loads, trained["test"].read_text().splitlines())}
+    assert {r["language"] for r in rows if r["model"] == "ct2:kd-decoder1"} == {"pl", "cs"} & tested

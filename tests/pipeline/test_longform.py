@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,6 +92,10 @@ def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path
         assert r["dataset"] == "longform" and r["ref_units"] > 0 and r["stretches"] >= 1 and r["rtfx"] > 0
     hyps = [json.loads(x) for x in (cfg.out_dir / "hypotheses.jsonl").read_text().splitlines()]
     assert len(hyps) == 2 * 2 * 2 and all("segments" in h for h in hyps)
+    # the default setting's temperature fallback samples: seeded, a re-run gives the same hypotheses
+    again = replace(cfg, out_dir=tmp_path / "again")
+    run_longform(again)
+    assert (again.out_dir / "hypotheses.jsonl").read_text() == (cfg.out_dir / "hypotheses.jsonl").read_text()
     with pytest.raises(DwPipeError, match=r"longform.settings \['beam9'\]"):
         run_longform(
             LongformConfig(manifest=manifest, ct2_dir=inputs["ct2"], out_dir=tmp_path / "x", settings=("beam9",))

@@ -1,5 +1,5 @@
-"""bench/quant_sizes.py end to end on the tiny profile: two student sizes and the teacher, float32 and int8
-(slow: a few minutes on 2 cores). The size the params name is the DAG's own student."""
+"""bench/quant_sizes.py end to end on the tiny profile: two kd student sizes and the teacher, float32 and int8,
+then distilwhisper mode, where the size the params name is the DAG's own student (slow: minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -18,24 +18,33 @@ from tiny_repro import prepare, run  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
+def _sizes(tmp_path, *args: str) -> dict:
+    cmd = [sys.executable, "bench/quant_sizes.py", *args]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((tmp_path / args[args.index("--out") + 1]).read_text())
+
+
 def test_two_sizes_and_the_teacher_at_float32_and_int8(tmp_path):
     prepare(tmp_path)
     run(["dvc", "repro", "train_student"], tmp_path)
-    cmd = [sys.executable, "bench/quant_sizes.py", "--sizes", "0,1", "1", "--out", "out/sizes.json"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads((tmp_path / "out/sizes.json").read_text())
+    report = _sizes(tmp_path, "--sizes", "0,1", "1", "--steps", "4", "--out", "out/sizes.json")
     assert (tmp_path / "out/sizes.png").stat().st_size > 0
     students = {len(s["layers"]): s for s in report["students"]}
-    assert students[2]["folder"] == "data/students/distilwhisper" and not students[2]["trained"]
-    assert students[1]["trained"]
+    assert report["mode"] == "kd" and all(s["trained"] and s["steps"] == 4 for s in students.values())
+    assert students[2]["folder"] == "data/quant-sizes/kd-decoder2/student"
     table = report["table"]
     cells = {(t["dataset"], t["language"], t["model"], t["decoder_layers"]) for t in table}
-    models = {("ct2:distilwhisper-decoder2", 2), ("ct2:distilwhisper-decoder1", 1), ("ct2:teacher", 2)}
+    models = {("ct2:kd-decoder2", 2), ("ct2:kd-decoder1", 1), ("ct2:teacher", 2)}
     assert cells == {(d, lang, m, n) for d in ("test", "test_ood") for lang in ("pl", "cs") for m, n in models}
     for t in table:
         assert t["compute_type"] == "int8"
         assert t["cost"] == pytest.approx(t["quantized"] - t["float32"], abs=2e-4)
         assert t["cost_ci95"][0] <= t["cost"] <= t["cost_ci95"][1]
     sizes = {t["model"]: t["model_size_mb_float32"] for t in table}
-    assert sizes["ct2:distilwhisper-decoder1"] < sizes["ct2:distilwhisper-decoder2"]
+    assert sizes["ct2:kd-decoder1"] < sizes["ct2:kd-decoder2"]
+
+    # distilwhisper mode: the size the params name is the DAG's own student, exported per language
+    again = _sizes(tmp_path, "--mode", "distilwhisper", "--sizes", "0,1", "--out", "out/dw.json")
+    assert again["students"][0]["folder"] == "data/students/distilwhisper" and not again["students"][0]["trained"]
+    assert {t["model"] for t in again["table"]} == {"ct2:distilwhisper-decoder2", "ct2:teacher"}
