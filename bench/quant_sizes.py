@@ -254,8 +254,37 @@ def run(args: argparse.Namespace) -> dict:
             f"{100 * t['float32']:.1f} | {100 * t['quantized']:.1f} | "
             f"{100 * t['cost']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |"
         )
+    print()
+    print("\n".join(by_size(table)))
     print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
     return report
+
+
+def by_size(table: list[dict]) -> list[str]:
+    """The table as one Markdown row per (dataset, language), one column per (model, quantized type), largest
+    model first: "float32 -> quantized: cost [95 % CI]" in error-rate points (the README's table)."""
+    hours = whisper_training_hours()
+    columns = sorted(
+        {(t["model"], t["decoder_layers"], t["model_size_mb_float32"], t["compute_type"]) for t in table},
+        key=lambda c: (-c[2], c[0], c[3]),
+    )
+    cells = {(t["dataset"], t["language"], t["model"], t["compute_type"]): t for t in table}
+    names = [f"{m.removeprefix('ct2:')}, {n} layers, {mb:.0f} MB, {ct}" for m, n, mb, ct in columns]
+    lines = ["| set | language (Whisper h) | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(columns)]
+    for dataset, lang in dict.fromkeys((t["dataset"], t["language"]) for t in table):
+        row = []
+        for model, _, _, ctype in columns:
+            t = cells.get((dataset, lang, model, ctype))
+            if t is None:
+                row.append("")
+                continue
+            low, high = t["cost_ci95"]
+            row.append(
+                f"{100 * t['float32']:.1f} -> {100 * t['quantized']:.1f}: "
+                f"{100 * t['cost']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+            )
+        lines.append(f"| {dataset} | {lang} ({hours.get(lang, float('nan')):g}) | " + " | ".join(row) + " |")
+    return lines
 
 
 def main() -> None:

@@ -22,7 +22,12 @@ def _sizes(tmp_path, *args: str) -> dict:
     cmd = [sys.executable, "bench/quant_sizes.py", *args]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads((tmp_path / args[args.index("--out") + 1]).read_text())
+    report = json.loads((tmp_path / args[args.index("--out") + 1]).read_text())
+    # the by-size table: a row per (set, language), a column per model and quantized type, largest first
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| test")]
+    pivot = [line for line in rows if line.count("|") == 3 + len({t["model"] for t in report["table"]})]
+    assert len(pivot) == len({(t["dataset"], t["language"]) for t in report["table"]})
+    return report
 
 
 def test_two_sizes_and_the_teacher_at_float32_and_int8(tmp_path):
