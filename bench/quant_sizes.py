@@ -19,7 +19,7 @@ in one of two ways (--mode):
 --steps: training steps (0: params.yaml's epochs). Every student, export and conversion is converted with
 CTranslate2 at each --compute-types, the teacher too (on a CPU, int8 runs as int8_float32:
 `effective_compute_type` in the JSON). One benchmark (params.yaml benchmark settings, target languages only,
-no longer loop caps) decodes them all on the test sets.
+no longer loop caps, not the translate sets) decodes them all on the test sets.
 
 Per (dataset, language, model): the float32 error rate, each quantized type's, and its cost (quantized minus
 float32, error-rate points) with the benchmark's paired 95 % bootstrap interval over utterances. Writes --out,
@@ -224,7 +224,9 @@ def run(args: argparse.Namespace) -> dict:
         raise DwPipeError("quantize.models has no teacher to compare with")
     for ctype in args.compute_types:
         folders[f"teacher-{ctype}"] = convert(teacher, args.work / "ct2" / f"teacher-{ctype}", ctype, "cpu")
-    cfg = replace(benchmark_config(settings, args.work, {}, folders, False), loop_caps=(), out_dir=args.work / "bench")
+    bench = benchmark_config(settings, args.work, {}, folders, False)
+    transcribed = {name: path for name, path in bench.datasets.items() if name not in bench.translate}
+    cfg = replace(bench, datasets=transcribed, translate=(), loop_caps=(), out_dir=args.work / "bench")
     run_benchmark(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     teacher_layers = json.loads((Path(settings.bench.teacher) / "config.json").read_text())["decoder_layers"]
