@@ -1,6 +1,6 @@
 """Quantization bias by model size: what int8 costs a student of each size, per language, next to the teacher.
 
-    python bench/quant_sizes.py [--sizes 0,1,2,4,5 0,2,5] [--mode kd|distilwhisper] [--steps 120]
+    python bench/quant_sizes.py [--sizes 0,1,2,4,5 0,2,5] [--mode kd|distilwhisper] [--steps 120] [--all-languages]
                                 [--compute-types float32 int8] [--params params.yaml]
                                 [--work data/quant-sizes] [--out bench/results/quant_sizes.json]
 
@@ -20,6 +20,9 @@ in one of two ways (--mode):
 CTranslate2 at each --compute-types, the teacher too (on a CPU, int8 runs as int8_float32:
 `effective_compute_type` in the JSON). One benchmark (params.yaml benchmark settings, target languages only,
 no longer loop caps, not the translate sets) decodes them all on the test sets.
+
+--all-languages: every language of the test sets, not only the target languages (the resource axis the paper
+pairs with size: Whisper's high-resource languages beside the low-resource ones).
 
 Per (dataset, language, model): the float32 error rate, each quantized type's, and its cost (quantized minus
 float32, error-rate points) with the benchmark's paired 95 % bootstrap interval over utterances. Writes --out,
@@ -175,18 +178,20 @@ def plot(table: list[dict], out: Path) -> None:
 
     datasets = sorted({t["dataset"] for t in table})
     hours = whisper_training_hours()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         mine = [t for t in table if t["dataset"] == dataset and t["compute_type"] != "float32"]
         languages = list(dict.fromkeys(t["language"] for t in mine))  # already by training hours
         for i, lang in enumerate(languages):
             points = sorted((t for t in mine if t["language"] == lang), key=lambda t: t["model_size_mb_float32"])
-            x = [t["model_size_mb_float32"] * (1 + 0.01 * (i - 1)) for t in points]  # a nudge: intervals apart
+            nudge = 0.02 * (i - (len(languages) - 1) / 2) / len(languages)  # intervals side by side
+            x = [t["model_size_mb_float32"] * (1 + nudge) for t in points]
             y = [100 * t["cost"] for t in points]
             low = [100 * (t["cost"] - t["cost_ci95"][0]) for t in points]
             high = [100 * (t["cost_ci95"][1] - t["cost"]) for t in points]
             label = f"{lang} ({hours.get(lang, float('nan')):g} h)"
-            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
+            color = plt.get_cmap("tab20" if len(languages) > 10 else "tab10")(i)
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label, color=color)
         for t in {t["model"]: t for t in mine}.values():
             ax.annotate(
                 f"{t['decoder_layers']} dec. layers",
@@ -200,7 +205,7 @@ def plot(table: list[dict], out: Path) -> None:
         ax.set_xlabel("model size, float32 (MB)")
         ax.set_ylabel("int8 cost: WER int8 - float32 (points)")
         ax.set_title(f"{dataset}: quantization cost by model size")
-        ax.legend(title="language (Whisper hours)", fontsize=8)
+        ax.legend(title="language (Whisper hours)", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -227,12 +232,15 @@ def run(args: argparse.Namespace) -> dict:
     bench = benchmark_config(settings, args.work, {}, folders, False)
     transcribed = {name: path for name, path in bench.datasets.items() if name not in bench.translate}
     cfg = replace(bench, datasets=transcribed, translate=(), loop_caps=(), out_dir=args.work / "bench")
+    if args.all_languages:  # the models on every language; the untrained student (no row here) on the targets
+        cfg = replace(cfg, targets_only=("student-untrained",))
     run_benchmark(cfg)
     rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
     teacher_layers = json.loads((Path(settings.bench.teacher) / "config.json").read_text())["decoder_layers"]
     sizes = {f"ct2:{s['name']}": len(s["layers"]) for s in students}
     sizes["ct2:teacher"] = teacher_layers
-    table = cost_table(rows, sizes, list(settings.bench.target_languages))
+    languages = sorted({r["language"] for r in rows}) if args.all_languages else list(settings.bench.target_languages)
+    table = cost_table(rows, sizes, languages)
     report = {
         "command": "python bench/quant_sizes.py " + " ".join(sys.argv[1:]),
         "units": "error rates and costs as fractions (0.123 = 12.3 %); cost = quantized minus float32, paired "
@@ -240,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
         "mode": args.mode,
         "students": students,
         "compute_types": args.compute_types,
-        "languages_by_whisper_hours": by_resource_level(list(settings.bench.target_languages)),
+        "languages_by_whisper_hours": by_resource_level(languages),
         "table": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +303,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=layers_of, nargs="+", default=[(0, 1, 2, 4, 5), (0, 2, 5)])
     parser.add_argument("--mode", choices=("kd", "distilwhisper"), default="kd", help="how students are trained")
     parser.add_argument("--steps", type=int, default=0, help="training steps (0: params.yaml's epochs)")
+    parser.add_argument(
+        "--all-languages",
+        action="store_true",
+        help="decode every language of the test sets, not only the target languages (a kd student and the "
+        "teacher serve them all; a distilwhisper export only its own)",
+    )
     parser.add_argument("--compute-types", nargs="+", default=["float32", "int8"])
     parser.add_argument("--work", type=Path, default=Path("data/quant-sizes"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/quant_sizes.json"))

@@ -49,7 +49,13 @@ def test_two_sizes_and_the_teacher_at_float32_and_int8(tmp_path):
     sizes = {t["model"]: t["model_size_mb_float32"] for t in table}
     assert sizes["ct2:kd-decoder1"] < sizes["ct2:kd-decoder2"]
 
-    # distilwhisper mode: the size the params name is the DAG's own student, exported per language
-    again = _sizes(tmp_path, "--mode", "distilwhisper", "--sizes", "0,1", "--out", "out/dw.json")
+    # distilwhisper mode: the size the params name is the DAG's own student, exported per language; with
+    # --all-languages the teacher is scored on de (no target) too, an export only on its own language
+    again = _sizes(tmp_path, "--mode", "distilwhisper", "--sizes", "0,1", "--all-languages", "--out", "out/dw.json")
     assert again["students"][0]["folder"] == "data/students/distilwhisper" and not again["students"][0]["trained"]
-    assert {t["model"] for t in again["table"]} == {"ct2:distilwhisper-decoder2", "ct2:teacher"}
+    by_model = {}
+    for t in again["table"]:
+        if t["dataset"] == "test":
+            by_model.setdefault(t["model"], set()).add(t["language"])
+    assert by_model == {"ct2:distilwhisper-decoder2": {"pl", "cs"}, "ct2:teacher": {"pl", "cs", "de"}}
+    assert again["languages_by_whisper_hours"] == ["de", "pl", "cs"]
