@@ -52,6 +52,7 @@ from pipeline.errors import DwPipeError  # noqa: E402
 from pipeline.export import export_student  # noqa: E402
 from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
 from pipeline.languages import by_resource_level, whisper_training_hours  # noqa: E402
+from pipeline.report_plots import family  # noqa: E402  (an export's name without its language)
 from pipeline.train import train_student, trained_summary, training_inputs  # noqa: E402
 
 log = logging.getLogger("bench.quant_sizes")
@@ -102,7 +103,7 @@ def train_size(settings: Settings, layers: tuple[int, ...], mode: str, steps: in
         "name": f"{mode}-decoder{len(layers)}",
         "mode": mode,
         "layers": list(layers),
-        "steps": summary.get("steps", steps),
+        "steps": summary["steps"],
         "folder": str(folder),
         "dev_error_rate": summary["dev_wer_best"],
         "trained": trained,
@@ -131,16 +132,14 @@ def convert_size(settings: Settings, student: dict, ctypes: list[str], work: Pat
     return folders
 
 
-def model_of(row: dict) -> str:
-    """The benchmark names a per-language export ``ct2:<name>-<language>``; its size is the model's."""
-    suffix = f"-{row['language']}"
-    return row["model"][: -len(suffix)] if row["model"].endswith(suffix) else row["model"]
-
-
 def cost_table(rows: list[dict], sizes: dict[str, int], targets: list[str]) -> list[dict]:
     """One entry per (dataset, language, model, quantized type): float32 and quantized error rates, the cost."""
     table = []
-    rows = [{**r, "model": model_of(r)} for r in rows if r["group"] == "all" and r["language"] in targets]
+    rows = [
+        {**r, "model": family(r["model"], r["language"])}
+        for r in rows
+        if r["group"] == "all" and r["language"] in targets
+    ]
     rows = [r for r in rows if r["model"] in sizes]
     float32 = {(r["dataset"], r["language"], r["model"]): r for r in rows if r["compute_type"] == "float32"}
     for r in rows:

@@ -321,17 +321,16 @@ def translation_section(translation: list[dict], cfg: ReportConfig, targets: lis
     return lines + ["", TRANSLATION_NOTE], summary
 
 
-def longform_rows(folder: Path | None) -> list[dict]:
+def longform_metrics(folder: Path | None) -> dict | None:
+    """The longform stage's metrics.json, or None when report.longform is not set or the stage has not run."""
     path = folder / "metrics.json" if folder else None
-    return json.loads(path.read_text(encoding="utf-8"))["rows"] if path is not None and path.is_file() else []
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
 
 
-def longform_table(folder: Path | None) -> list[str]:
+def longform_table(metrics: dict | None) -> list[str]:
     """faster-whisper long-form rows: error over whole recordings, segment-start error, loops and empties."""
-    path = folder / "metrics.json" if folder else None
-    if path is None or not path.is_file():
+    if metrics is None:
         return ["No long-form results (report.longform is not set or its stage has not run)."]
-    metrics = json.loads(path.read_text(encoding="utf-8"))
     rows = metrics["rows"]
     if not rows:
         return ["The long-form stage had no recording (prepare_data.longform is not set)."]
@@ -429,9 +428,10 @@ def make_report(cfg: ReportConfig) -> dict:
     translation = metrics.get("translation") or []
     tlines, tsummary = translation_section(translation, cfg, targets)
     text += ["## Translation retention (X->English)", ""] + tlines + [""]
-    text += ["## Long-form transcription (faster-whisper)", ""] + longform_table(cfg.longform) + [""]
+    longform = longform_metrics(cfg.longform)
+    text += ["## Long-form transcription (faster-whisper)", ""] + longform_table(longform) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        figures = draw_plots(rows, deltas, targets, translation, longform_rows(cfg.longform))
+        figures = draw_plots(rows, deltas, targets, translation, longform["rows"] if longform else [])
         save_plots(figures, tmp)
         text += ["## Plots", ""]
         for plot in figures:

@@ -273,14 +273,14 @@ def test_translation_section_shows_scores_paired_differences_retention_and_its_p
 
 
 def test_longform_table_lists_error_start_error_loops_and_empties(tmp_path):
-    from pipeline.report import longform_table
+    from pipeline.report import longform_metrics, longform_table
 
-    assert "not set" in longform_table(None)[0]
+    assert "not set" in longform_table(longform_metrics(None))[0]
     row = {"model": "ct2:teacher", "compute_type": "int8", "language": "cs", "setting": "default", "audio_seconds": 118.4,
            "error_rate": 0.5, "insertions": 7, "start_error_mean_s": 1.234, "start_error_median_s": 0.5,
            "stretches": 4, "loop_stretches": 1, "empty_stretches": 2, "rtfx": 9.5}  # fmt: skip
     (tmp_path / "metrics.json").write_text(json.dumps({"rows": [row], "loop_ratio": 2.4}))
-    lines = longform_table(tmp_path)
+    lines = longform_table(longform_metrics(tmp_path))
     assert lines[-1] == "| cs | default | ct2:teacher | int8 | 118 | 50.0 (7) | 1.23 / 0.50 | 1/4 | 2/4 | 9.5 |"
     assert "2.4" in lines[0]
 
