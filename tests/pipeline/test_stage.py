@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The benchmark's work replaced by a SIGINT to this very process, as Ctrl-C sends it; then the entry point runs.
 CTRL_C_IN_THE_BENCHMARK = """
 import os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a launcher's background job inherits SIGINT ignored
 from pipeline import benchmark
 benchmark.run_benchmark = lambda config: os.kill(os.getpid(), signal.SIGINT)
 if sys.argv[1] == "stage":
