@@ -142,3 +142,45 @@ def test_students_are_retrained_when_the_cache_changes(reference, tmp_path):
     assert log[work] != log[reference]  # its KD terms come from the new top-5 targets
     for name in ("student.json", "train_log.jsonl", "expert.pl.safetensors"):  # reads no cache: up to date
         assert (work / STUDENTS / "clsr" / name).read_bytes() == (reference / STUDENTS / "clsr" / name).read_bytes()
+
+
+def test_dag_floor_counts_the_work_the_run_cannot_skip(reference, tmp_path):
+    """bench/dag_floor.py on the tiny DAG: one float32 encoder pass per distinct audio the cache, the dev set and
+    the benchmark read, one int8 pass per benchmark audio and per long-form 30-s window, the students' steps;
+    each priced at the cheaper of all threads and one thread per core, and the floor their sum."""
+    import math
+
+    out = tmp_path / "floor.json"
+    done = subprocess.run(
+        [sys.executable, "bench/dag_floor.py", "--n", "2", "--steps", "1", "--out", str(out)],
+        cwd=reference,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    record = json.loads(out.read_text())
+    prepared = reference / "data/prepared"
+
+    def audio(*names: str) -> set[str]:
+        lines = [json.loads(x) for n in names for x in (prepared / f"{n}.jsonl").read_text().splitlines() if x]
+        return {x["audio"] for x in lines}
+
+    bench = audio("test", "test_ood", "translate")
+    recordings = [json.loads(x) for x in (prepared / "longform.jsonl").read_text().splitlines() if x]
+    steps = [
+        json.loads((reference / STUDENTS / m / "dev.json").read_text())["steps"] for m in ("distilwhisper", "clsr")
+    ]
+    counts = [row["count"] for row in record["rows"]]
+    assert counts == [
+        len(audio("train", "dev") | bench),
+        len(bench),
+        sum(math.ceil(r["duration"] / 30) for r in recordings),
+        sum(steps),
+    ]
+    cores = record["cores"]
+    for row in record["rows"]:
+        each = record["seconds_each"][row["unit"]]
+        assert row["seconds_each"] == pytest.approx(min(each[f"{cores} threads"], each["1 threads"] / cores), abs=1e-4)
+        assert row["seconds"] == pytest.approx(row["count"] * row["seconds_each"], abs=0.1)
+    assert record["floor_seconds"] == pytest.approx(sum(r["seconds"] for r in record["rows"]), abs=0.3)
+    assert "floor / asked" in done.stdout
