@@ -3,7 +3,8 @@
     python bench/gpu_paths.py --data DIR --like DIR [--out bench/results/gpu_paths.json]
 
 Needs a CUDA GPU. DIR (--data) holds ``train.jsonl`` and ``dev.jsonl`` with
-their audio (embedded espeak-ng speech); --like is an HF Whisper folder whose
+their audio (such as the embedded data/prepared: timestamped windows in
+train.jsonl are cached and trained on too); --like is an HF Whisper folder whose
 tokenizer, feature extractor and generation config the models reuse. The
 models are random-weight Whisper models of the real shapes (whisper-base,
 -small, -large-v2): their outputs mean nothing, their cost is real.
@@ -15,7 +16,7 @@ models are random-weight Whisper models of the real shapes (whisper-base,
    CUDA: label tokens and utterances per second.
 3. ``train_step``: one distilwhisper step of a small-sized student (CLSR
    experts on every encoder and decoder layer, as profiles/paper.yaml), batch
-   16, one language: KD from the cache vs the same step without KD vs the
+   16, the most frequent training language: KD from the cache vs the same step without KD vs the
    large-v2-sized teacher run online; median seconds and peak GPU memory.
 4. ``train_student``: a short end-to-end ``train_student`` run on CUDA from
    the large-v2 cache; the student folder loads back.
@@ -32,6 +33,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,10 +160,11 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
     layers = tuple(range(SHAPES["small"][1]))
+    language = Counter(u.language for u in load_manifest(data / "train.jsonl")).most_common(1)[0][0]
     cfg = TrainConfig(
         device=DEVICE,
         mode="distilwhisper",
-        languages=("cs",),
+        languages=(language,),
         base=student,
         cache=cache,
         train=data / "train.jsonl",
@@ -174,7 +177,7 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
     device, autocast = pick_device(DEVICE)
     tokenizer = WhisperTokenizer.from_pretrained(student)
     extractor = WhisperFeatureExtractor.from_pretrained(student)
-    utts = [u for u in load_manifest(cfg.train) if u.language == "cs"][: cfg.batch_size]
+    utts = [u for u in load_manifest(cfg.train) if u.language == language][: cfg.batch_size]
     batch = _examples(utts, tokenizer, open_cache(cache, tokenizer_json=student / "tokenizer.json", manifest=cfg.train))
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model, _, _ = build_model(cfg)
@@ -214,6 +217,7 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
         row["seconds"] = round(row["seconds"], 4)
     return {
         "autocast": str(autocast),
+        "language": language,
         "batch_size": len(batch),
         "label_tokens": sum(len(e.labels) for e in batch),
         "steps": rows,
@@ -227,7 +231,7 @@ def short_training(student: Path, cache: Path, data: Path, work: Path) -> dict:
     cfg = TrainConfig(
         device=DEVICE,
         mode="distilwhisper",
-        languages=("cs", "pl"),
+        languages=tuple(sorted({u.language for u in load_manifest(data / "train.jsonl")})),
         base=student,
         cache=cache,
         train=data / "train.jsonl",
