@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from pipeline.ct2_tuning import machine  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import features_for  # noqa: E402
 
@@ -180,7 +181,7 @@ def main() -> None:
     )
     record = {
         "command": " ".join(["python bench/dag_floor.py", *sys.argv[1:]]),
-        "cores": cores,
+        "machine": machine(),  # unit costs hold for this CPU only (two "AMD EPYC"s here differed 4.9x)
         "timed_utterances": len(utts),
         "timed_steps": args.steps,
         "seconds_each": {k: {f"{t} threads": round(x, 4) for t, x in v.items()} for k, v in costs.items()},

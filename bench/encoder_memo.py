@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.ct2_tuning import machine  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import features_for, prompt_ids  # noqa: E402
 
@@ -129,6 +130,7 @@ def main() -> None:
     print(f"transformers encoder output bitwise equal in batch 1 and batch {bs}: {same}")
     record = {
         "command": "python bench/encoder_memo.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
         "utterances": n,
         "threads": torch.get_num_threads(),
         "seconds_per_utterance": {k: round(v, 4) for k, v in results.items()},

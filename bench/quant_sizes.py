@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeds import Settings, benchmark_config, cli, convert, stamp, up_to_date  # noqa: E402
 
 from pipeline.benchmark import run_benchmark  # noqa: E402
+from pipeline.ct2_tuning import machine  # noqa: E402
 from pipeline.errors import DwPipeError  # noqa: E402
 from pipeline.export import export_student  # noqa: E402
 from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
@@ -242,6 +243,7 @@ def run(args: argparse.Namespace) -> dict:
     table = cost_table(rows, sizes, languages)
     report = {
         "command": "python bench/quant_sizes.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
         "units": "error rates and costs as fractions (0.123 = 12.3 %); cost = quantized minus float32, paired "
         "95 % bootstrap over utterances",
         "mode": args.mode,

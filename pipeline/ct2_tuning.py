@@ -1,8 +1,8 @@
 """Which CTranslate2 setting decodes fastest on this machine with the very same hypotheses.
 
 CTranslate2 picks its CPU code path and GEMM backend itself (``CT2_VERBOSE=1``
-prints the choice): on this 2-core AMD EPYC it takes AVX2 and oneDNN although
-the CPU has AVX-512 and VNNI, because it prefers MKL and AVX-512 only on Intel
+prints the choice): on a 2-core AMD EPYC (Zen 4) it takes AVX2 and oneDNN
+although the CPU has AVX-512 and VNNI, because it prefers MKL and AVX-512 only on Intel
 CPUs. ``CT2_FORCE_CPU_ISA`` and ``CT2_USE_MKL`` override that; CTranslate2
 reads them once, when it loads, so each setting runs in a fresh process
 (``python -m pipeline.ct2_tuning --worker``). :func:`sweep` times every setting,
@@ -13,7 +13,8 @@ every compute type, and leaves the default unless it is at least
 ``MIN_GAIN`` faster (a smaller difference is within this machine's noise).
 
 ``dw-pipe ct2-tune`` writes the record; the benchmark applies it when the
-record was made on this machine (CPU model, cores, CTranslate2 version) and
+record was made on this machine (CPU model, family/model/stepping and SIMD
+flags, cores, CTranslate2 version: :func:`machine`) and
 says so in ``metrics.json`` (``ct2_setting``). The hypotheses cannot change,
 only the seconds: so the record is no DVC input, like the encoder memo.
 """
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -48,18 +50,38 @@ ENV_KEYS = ("CT2_FORCE_CPU_ISA", "CT2_USE_MKL")
 MIN_GAIN = 0.05  # leave the default unless another setting is at least 5 % faster
 
 
+# CPU feature flags that choose a code path (CTranslate2's ISA dispatch, oneDNN's and MKL's kernels).
+SIMD_FLAG = re.compile(r"(sse4_[12]|ssse3|avx\w*|fma|f16c|amx\w*|\w*vnni\w*|bf16)")
+
+
+def cpu_identity(cpuinfo: str) -> dict:
+    """The CPU of a ``/proc/cpuinfo`` text: model name, family/model/stepping and its SIMD flags. A cloud
+    CPU's name can be as vague as "AMD EPYC" for both an AVX2-only Zen 1 and an AVX-512 Zen 4 (both seen on
+    this project's 2-core machines), so the name alone cannot say whether a setting measured on one holds on
+    the other."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    flags = sorted(f for f in fields.get("flags", "").split() if SIMD_FLAG.fullmatch(f))
+    return {
+        "cpu": fields.get("model name", platform.processor() or platform.machine()),
+        "cpu_id": "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")),
+        "isa": flags,
+    }
+
+
 def machine() -> dict:
-    """What a record is valid for."""
-    model = platform.processor() or platform.machine()
+    """What a record is valid for: the CPU (name, family/model/stepping, SIMD flags), cores, CTranslate2."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
     from importlib.metadata import version  # not ``import ctranslate2``: that would fix its setting for this process
 
-    return {"cpu": model, "cores": os.cpu_count(), "ctranslate2": version("ctranslate2")}
+    return {**cpu_identity(text), "cores": os.cpu_count(), "ctranslate2": version("ctranslate2")}
 
 
 def _measure(
@@ -233,7 +255,8 @@ def applied(path: Path | None) -> dict:
     here = machine()
     if record.get("machine") != here:
         log.warning(
-            "%s was measured on %s, not on this machine (%s): CTranslate2's own setting",
+            "%s was measured on %s, not on this machine (%s): CTranslate2's own setting (dw-pipe ct2-tune measures "
+            "this one)",
             path,
             record.get("machine"),
             here,
