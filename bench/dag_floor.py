@@ -181,6 +181,7 @@ def main() -> None:
     )
     record = {
         "command": " ".join(["python bench/dag_floor.py", *sys.argv[1:]]),
+        "cores": cores,
         "machine": machine(),  # unit costs hold for this CPU only (two "AMD EPYC"s here differed 4.9x)
         "timed_utterances": len(utts),
         "timed_steps": args.steps,
