@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline.ct2_tuning import machine  # noqa: E402
+from pipeline.fsutil import atomic_write_text  # noqa: E402
 from pipeline.manifest import load_manifest  # noqa: E402
 from pipeline.teacher import features_for  # noqa: E402
 
@@ -193,8 +194,7 @@ def main() -> None:
         "floor_seconds": round(floor, 1),
         "asked_seconds": budget,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
