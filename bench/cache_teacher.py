@@ -39,11 +39,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.cache_format import ShardArrays, decode_table, to_bytes, value_codes  # noqa: E402
-from pipeline.cache_reader import open_cache  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import encode, features_for, label_logits, length_batches  # noqa: E402
+from pipeline.cache.build import CacheTeacherConfig, build_cache  # noqa: E402
+from pipeline.cache.format import ShardArrays, decode_table, to_bytes, value_codes  # noqa: E402
+from pipeline.cache.reader import open_cache  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.models.forward import encode, features_for, label_logits, length_batches  # noqa: E402
 
 SIDE_FILES_BYTES = 3_300  # cache.json + README.md of a one-shard cache, measured
 
@@ -140,7 +140,7 @@ def plain_bytes(arrays: ShardArrays) -> int:
 def arrays_for(items, logprobs: list[torch.Tensor], k: int, min_prob: float = 0.0, mass: float = 0.0) -> ShardArrays:
     """The cache's own selection (``topk_of``); ``mass`` > 0 instead keeps the fewest best entries whose
     probabilities add up to ``mass`` (at least one, at most k), the rule the cache issue proposed."""
-    from pipeline.teacher import topk_of
+    from pipeline.models.forward import topk_of
 
     parts = []
     for lp in logprobs:

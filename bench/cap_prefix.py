@@ -2,9 +2,9 @@
 
     python bench/cap_prefix.py [--out bench/results/cap_prefix.json]
 
-pipeline/bench_caps.py scores the target languages at Whisper's default
+pipeline/evaluate/caps.py scores the target languages at Whisper's default
 caps by cutting one long decode to each cap. This checks that premise on
-tiny random Whispers (pipeline/tiny.py) whose end-of-text embedding is
+tiny random Whispers (pipeline/models/tiny.py) whose end-of-text embedding is
 pushed (``eos_bias``) so that, in one batch of 16, rows end after 1 to
 hundreds of tokens and others loop to any cap. Inputs: random log-mel with
 a different band raised per row and a different language per batch. Per
@@ -30,10 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.decode import DEFAULT_CAPS, greedy_ctranslate2, quiet_generate, strip_prompt, text_tokens  # noqa: E402
-from pipeline.quantize import quantize  # noqa: E402
-from pipeline.teacher import prompt_ids  # noqa: E402
-from pipeline.tiny import save_tiny_whisper  # noqa: E402
+from pipeline.evaluate.quantize import quantize  # noqa: E402
+from pipeline.models.decode import DEFAULT_CAPS, greedy_ctranslate2, quiet_generate, strip_prompt, text_tokens  # noqa: E402
+from pipeline.models.forward import prompt_ids  # noqa: E402
+from pipeline.models.tiny import save_tiny_whisper  # noqa: E402
 
 CAPS = (64, DEFAULT_CAPS["ctranslate2"], DEFAULT_CAPS["transformers"])  # 64, 224, 444
 LANGUAGES = ("pl", "cs", "bg", "de")

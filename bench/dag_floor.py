@@ -16,7 +16,7 @@ costs measured here, one run, this machine:
   are selected on, every benchmark dataset). Whisper's encoder reads a
   30-s window whatever the utterance's length, so an output is one pass;
   the students share the frozen encoder, so each audio counts once
-  (pipeline/encoder_memo.py already keeps them). Priced at transformers'
+  (pipeline/core/encoder_memo.py already keeps them). Priced at transformers'
   float32 encoder, one utterance at a time (the fastest float32 encoder
   here: bench/encoder_memo.py).
 - int8 encoder passes: each distinct audio an int8 model decodes (the
@@ -52,10 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.ct2_tuning import machine  # noqa: E402
-from pipeline.fsutil import atomic_write_text  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import features_for  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.evaluate.ct2_tuning import machine  # noqa: E402
+from pipeline.models.forward import features_for  # noqa: E402
 
 
 def median_seconds(fn, items) -> float:
@@ -90,11 +90,11 @@ def main() -> None:
     from train_step import time_steps
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline.cache_reader import open_cache
-    from pipeline.config import load_section
-    from pipeline.decode import EncoderStore
-    from pipeline.longform import read_recordings
-    from pipeline.train import TrainStageConfig, _examples, build_model
+    from pipeline.cache.reader import open_cache
+    from pipeline.core.config import load_section
+    from pipeline.data.recordings import read_recordings
+    from pipeline.models.decode import EncoderStore
+    from pipeline.student.train import TrainStageConfig, _examples, build_model
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     path = lambda p: ROOT / p  # noqa: E731

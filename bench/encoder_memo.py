@@ -14,7 +14,7 @@ Seconds per utterance, one run, on this machine:
   ``--batch`` and twice that (one language at a time, as the benchmark
   does): transformers ``generate`` (the untrained student, five decoder
   layers) and CTranslate2 float32 (the teacher, six);
-- memo: loading one stored output (pipeline/encoder_memo.py) from disk.
+- memo: loading one stored output (pipeline/core/encoder_memo.py) from disk.
 
 It also checks the memo's premise on real audio: the transformers encoder's
 output for an utterance is bitwise the same in batch 1 and in a batch.
@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.ct2_tuning import machine  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import features_for, prompt_ids  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.evaluate.ct2_tuning import machine  # noqa: E402
+from pipeline.models.forward import features_for, prompt_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +59,10 @@ def main() -> None:
     import ctranslate2
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline import decode
-    from pipeline.decode import EncoderStore
-    from pipeline.encoder_memo import EncoderMemo, encoder_identity
-    from pipeline.student import StudentSpec, build_student
+    from pipeline.core.encoder_memo import EncoderMemo, encoder_identity
+    from pipeline.models.decode import EncoderStore
+    from pipeline.models import decode
+    from pipeline.student.model import StudentSpec, build_student
 
     base, prepared, ct2 = ROOT / "data/models/whisper-base", ROOT / "data/prepared", ROOT / "data/ct2"
     for need in (base / "config.json", prepared / "test.jsonl", ct2 / "teacher-float32", ct2 / "teacher-int8"):

@@ -30,13 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.config import load_section  # noqa: E402
-from pipeline.decode import EncoderStore  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.student import load_student  # noqa: E402
-from pipeline.teacher import pick_device  # noqa: E402
-from pipeline.train import TrainStageConfig, dev_wer, train_student  # noqa: E402
+from pipeline.cache.build import CacheTeacherConfig, build_cache  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.models.decode import EncoderStore  # noqa: E402
+from pipeline.models.forward import pick_device  # noqa: E402
+from pipeline.student.model import load_student  # noqa: E402
+from pipeline.student.train import TrainStageConfig, dev_wer, train_student  # noqa: E402
 
 
 def subset(manifest: Path, languages, limit: int, out: Path) -> Path:

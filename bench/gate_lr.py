@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import load_section  # noqa: E402
-from pipeline.train import TrainStageConfig, train_student, trained_summary, training_inputs  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.student.train import TrainStageConfig, train_student, trained_summary, training_inputs  # noqa: E402
 
 VARIANTS = {
     "official init, gates x1": {"lr": 1e-4, "gate_lr_scale": 1.0, "gate_init": "official"},

@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train_step import online_targets  # noqa: E402  (bench/ is on sys.path when run)
 
-from pipeline.cache import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.cache_reader import open_cache, verify_cache  # noqa: E402
-from pipeline.decode import EncoderStore  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import pick_device  # noqa: E402
-from pipeline.tiny import tiny_whisper_config  # noqa: E402
-from pipeline.train import TrainConfig, _examples, build_model, step_loss, train_student  # noqa: E402
+from pipeline.cache.build import CacheTeacherConfig, build_cache  # noqa: E402
+from pipeline.cache.reader import open_cache, verify_cache  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.models.decode import EncoderStore  # noqa: E402
+from pipeline.models.forward import pick_device  # noqa: E402
+from pipeline.models.tiny import tiny_whisper_config  # noqa: E402
+from pipeline.student.train import TrainConfig, _examples, build_model, step_loss, train_student  # noqa: E402
 
 SHAPES = {  # (d_model, layers, heads, ffn) of the OpenAI checkpoints
     "base": (512, 6, 8, 2048),
@@ -225,7 +225,7 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
 
 
 def short_training(student: Path, cache: Path, data: Path, work: Path) -> dict:
-    from pipeline.student import load_student
+    from pipeline.student.model import load_student
 
     layers = tuple(range(SHAPES["small"][1]))
     cfg = TrainConfig(

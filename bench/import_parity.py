@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.parity import run_import_parity  # noqa: E402
+from pipeline.models.parity import run_import_parity  # noqa: E402
 
 
 def main() -> None:

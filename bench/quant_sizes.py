@@ -47,14 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from seeds import Settings, benchmark_config, cli, convert, stamp, up_to_date  # noqa: E402
 
-from pipeline.benchmark import run_benchmark  # noqa: E402
-from pipeline.ct2_tuning import machine  # noqa: E402
-from pipeline.errors import DwPipeError  # noqa: E402
-from pipeline.export import export_student  # noqa: E402
-from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
-from pipeline.languages import by_resource_level, whisper_training_hours  # noqa: E402
-from pipeline.report_plots import family  # noqa: E402  (an export's name without its language)
-from pipeline.train import train_student, trained_summary, training_inputs  # noqa: E402
+from pipeline.core.errors import DwPipeError  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text, sha256_tree  # noqa: E402
+from pipeline.core.languages import by_resource_level, whisper_training_hours  # noqa: E402
+from pipeline.evaluate.benchmark import run_benchmark  # noqa: E402
+from pipeline.evaluate.ct2_tuning import machine  # noqa: E402
+from pipeline.report.plots import family  # noqa: E402  (an export's name without its language)
+from pipeline.student.export import export_student  # noqa: E402
+from pipeline.student.train import train_student, trained_summary, training_inputs  # noqa: E402
 
 log = logging.getLogger("bench.quant_sizes")
 

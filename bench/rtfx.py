@@ -2,7 +2,7 @@
 
     python bench/rtfx.py [--n 24] [--repeats 3] [--batch 8] [--sweep-n 6] [--out bench/results/rtfx.json]
 
-1. CTranslate2 settings (pipeline/ct2_tuning.py, what `dw-pipe ct2-tune` runs): seconds per
+1. CTranslate2 settings (pipeline/evaluate/ct2_tuning.py, what `dw-pipe ct2-tune` runs): seconds per
    utterance for float32, int8_float32 and int8 under each setting (CT2_FORCE_CPU_ISA,
    CT2_USE_MKL; one process each), 1 thread and every core under the default, batch 1 and 8,
    median of --repeats, and whether the token ids equal the default's; the setting the
@@ -40,11 +40,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import ct2_tuning  # noqa: E402
-from pipeline.audio import read_wav  # noqa: E402
-from pipeline.decode import faster_whisper_transcribe, greedy_ctranslate2, strip_prompt  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import features_for, prompt_ids  # noqa: E402
+from pipeline.data.audio import read_wav  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.evaluate import ct2_tuning  # noqa: E402
+from pipeline.models.decode import faster_whisper_transcribe, greedy_ctranslate2, strip_prompt  # noqa: E402
+from pipeline.models.forward import features_for, prompt_ids  # noqa: E402
 
 MAX_NEW = 64
 COMPUTE = {"float32": "teacher-float32", "int8_float32": "teacher-int8", "int8": "teacher-int8"}

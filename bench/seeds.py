@@ -27,7 +27,7 @@ unchanged. Those records go into the output JSON.
 Writes --out: per (dataset, language, model, compute type) each seed's
 corpus error rate, the mean over seeds, min, max and std; the KD effect
 (distilwhisper minus clsr-only, per engine) with a 95 % interval from a
-two-level bootstrap over seeds and utterances (pipeline/seeds.py says how;
+two-level bootstrap over seeds and utterances (pipeline/evaluate/seeds.py says how;
 with 3 seeds the seed level is coarse); and the issue's bars on the seed
 means. Prints the same as tables (error rates in %).
 
@@ -46,18 +46,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bench_runs import shared_inputs  # noqa: E402
-from pipeline.benchmark import BenchmarkConfig, load_datasets, run_benchmark  # noqa: E402
-from pipeline.config import load_section  # noqa: E402
-from pipeline.errors import INTERRUPTED, USER_ERRORS, DwPipeError  # noqa: E402
-from pipeline.export import ExportConfig, export_student  # noqa: E402
-from pipeline.fsutil import atomic_write_text, sha256_tree  # noqa: E402
-from pipeline.progress import set_progress  # noqa: E402
-from pipeline.quantize import QuantizeConfig, quantize  # noqa: E402
-from pipeline.report import ReportConfig  # noqa: E402
-from pipeline.seeds import issue_bars, kd_effects, seed_table, utterance_counts  # noqa: E402
-from pipeline.stage import configure_logging  # noqa: E402
-from pipeline.train import TrainStageConfig, train_student, trained_summary, training_inputs  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.core.errors import INTERRUPTED, USER_ERRORS, DwPipeError  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text, sha256_tree  # noqa: E402
+from pipeline.core.progress import set_progress  # noqa: E402
+from pipeline.core.stage import configure_logging  # noqa: E402
+from pipeline.evaluate.benchmark import BenchmarkConfig, load_datasets, run_benchmark  # noqa: E402
+from pipeline.evaluate.quantize import QuantizeConfig, quantize  # noqa: E402
+from pipeline.evaluate.runs import shared_inputs  # noqa: E402
+from pipeline.evaluate.seeds import issue_bars, kd_effects, seed_table, utterance_counts  # noqa: E402
+from pipeline.report.build import ReportConfig  # noqa: E402
+from pipeline.student.export import ExportConfig, export_student  # noqa: E402
+from pipeline.student.train import TrainStageConfig, train_student, trained_summary, training_inputs  # noqa: E402
 
 log = logging.getLogger("bench.seeds")
 FIXED = "fixed"  # the record of the models no seed changes

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import load_section  # noqa: E402
-from pipeline.manifest import Checker  # noqa: E402
-from pipeline.prepare import PrepareDataConfig, process, synthetic_candidates  # noqa: E402
-from pipeline.scoring import normalize  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.core.scoring import normalize  # noqa: E402
+from pipeline.data.manifest import Checker  # noqa: E402
+from pipeline.data.prepare import PrepareDataConfig, process, synthetic_candidates  # noqa: E402
 
 
 def main() -> None:

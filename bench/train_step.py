@@ -31,13 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.benchmark import PeakRSS  # noqa: E402
-from pipeline.cache_reader import SparseTargets, open_cache  # noqa: E402
-from pipeline.config import load_section  # noqa: E402
-from pipeline.decode import EncoderStore  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.teacher import topk_of  # noqa: E402
-from pipeline.train import TrainStageConfig, _examples, build_model, step_loss, train_student  # noqa: E402
+from pipeline.cache.reader import SparseTargets, open_cache  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.evaluate.benchmark import PeakRSS  # noqa: E402
+from pipeline.models.decode import EncoderStore  # noqa: E402
+from pipeline.models.forward import topk_of  # noqa: E402
+from pipeline.student.train import TrainStageConfig, _examples, build_model, step_loss, train_student  # noqa: E402
 
 
 def time_steps(model, batch, store, cfg, steps: int, pad: int, teacher=None) -> tuple[float, float]:
@@ -61,7 +61,7 @@ def time_steps(model, batch, store, cfg, steps: int, pad: int, teacher=None) -> 
 
 def online_targets(teacher, batch, store, cfg, pad, autocast=None):
     """``batch`` with its sparse targets computed by ``teacher`` now, as a run without the cache would."""
-    from pipeline.teacher import Encoded, label_logits
+    from pipeline.models.forward import Encoded, label_logits
 
     encoded = [Encoded(e.utt, e.prompt, e.labels) for e in batch]
     feats = store.raw_features([e.utt for e in batch])

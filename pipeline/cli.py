@@ -21,10 +21,10 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from pipeline.config import DEFAULT_PARAMS, load_section
-from pipeline.errors import EXIT_INTERRUPTED, INTERRUPTED, USER_ERRORS
-from pipeline.progress import set_progress
-from pipeline.stage import configure_logging
+from pipeline.core.config import DEFAULT_PARAMS, load_section
+from pipeline.core.errors import EXIT_INTERRUPTED, INTERRUPTED, USER_ERRORS
+from pipeline.core.progress import set_progress
+from pipeline.core.stage import configure_logging
 
 F = TypeVar("F", bound=Callable)
 log = logging.getLogger("dw_pipe")
@@ -80,8 +80,8 @@ def import_ct2_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds something else.")] = False,
 ) -> None:
     """Convert a CTranslate2 Whisper checkpoint into a complete Hugging Face checkpoint."""
-    from pipeline.ct2_import import import_ct2
-    from pipeline.models import ct2_source, parse_model_spec
+    from pipeline.models.ct2_import import import_ct2
+    from pipeline.models.specs import ct2_source, parse_model_spec
 
     result = import_ct2(ct2_source(parse_model_spec(src)), out, overwrite=overwrite)
     typer.echo(
@@ -96,7 +96,7 @@ def import_models_cmd(
     out_dir: Annotated[Path | None, typer.Option(help="Override import_models.out_dir.")] = None,
 ) -> None:
     """Stage import_models: materialize every model spec of params.yaml as an HF checkpoint."""
-    from pipeline.models import ImportModelsConfig, import_models
+    from pipeline.models.specs import ImportModelsConfig, import_models
 
     config = load_section(ImportModelsConfig, "import_models", params, out_dir=str(out_dir) if out_dir else None)
     record = import_models(config, overwrite=True)
@@ -115,7 +115,7 @@ def prepare_data_cmd(
     ] = None,
 ) -> None:
     """Stage prepare_data: build validated train/dev/test manifests, rejects.jsonl and summary.json."""
-    from pipeline.prepare import PrepareDataConfig, prepare_data
+    from pipeline.data.prepare import PrepareDataConfig, prepare_data
 
     config = load_section(
         PrepareDataConfig,
@@ -146,7 +146,7 @@ def cache_teacher_cmd(
     force: Annotated[bool, typer.Option(help="Rebuild a cache that was made from other inputs or settings.")] = False,
 ) -> None:
     """Stage cache_teacher: teacher-forced top-k distributions in zstd Parquet shards (resumable; torchrun-aware)."""
-    from pipeline.cache import CacheTeacherConfig, build_cache
+    from pipeline.cache.build import CacheTeacherConfig, build_cache
 
     config = load_section(
         CacheTeacherConfig,
@@ -178,7 +178,7 @@ def cache_info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Summarise a teacher cache: teacher, settings, rows, tokens, bytes per label token."""
-    from pipeline.cache_reader import cache_info
+    from pipeline.cache.reader import cache_info
 
     info = cache_info(folder)
     if as_json:
@@ -192,7 +192,7 @@ def cache_info_cmd(
 @user_errors
 def cache_verify_cmd(folder: Annotated[Path, typer.Argument(help="A teacher cache folder.")]) -> None:
     """Check every shard's sha256, schema, rows and tokens against cache.json; exit 1 naming any bad shard."""
-    from pipeline.cache_reader import verify_cache
+    from pipeline.cache.reader import verify_cache
 
     problems = verify_cache(folder)
     for problem in problems:
@@ -209,7 +209,7 @@ def cache_decode_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write decoded.parquet into (replaced if it exists).")],
 ) -> None:
     """Write the cache with plain columns (token ids, float32 log-probs per position) that any Parquet reader loads."""
-    from pipeline.cache_reader import write_decoded
+    from pipeline.cache.reader import write_decoded
 
     summary = write_decoded(folder, out)
     typer.echo(f"{summary['file']}: {summary['rows']} rows, {summary['bytes'] / 1e6:.2f} MB")
@@ -233,7 +233,7 @@ def train_student_cmd(
     """Stage train_student: train CLSR students (and baselines) from the teacher cache; resumable."""
     from dataclasses import replace
 
-    from pipeline.train import TrainStageConfig, train_modes
+    from pipeline.student.train import TrainStageConfig, train_modes
 
     stage = load_section(TrainStageConfig, "train_student", params, out_dir=_str(out))
     overrides = {
@@ -268,7 +268,7 @@ def export_student_cmd(
     ] = 0.5,
 ) -> None:
     """Export a plain Whisper checkpoint for one language (static per-layer routing from dev gate rates)."""
-    from pipeline.export import export_student
+    from pipeline.student.export import export_student
 
     info = export_student(student, language, out, threshold)
     experts = sum(1 for r in info["routing"].values() if r["branch"] == "expert")
@@ -283,7 +283,7 @@ def export_students_cmd(
     params: Annotated[Path, typer.Option(help="params.yaml to read the export_student section from.")] = DEFAULT_PARAMS,
 ) -> None:
     """Stage export_student: export every configured mode and language (params.yaml: export_student)."""
-    from pipeline.export import ExportConfig, export_all
+    from pipeline.student.export import ExportConfig, export_all
 
     for info in export_all(load_section(ExportConfig, "export_student", params)):
         typer.echo(f"{info['mode']}-{info['language']}: {info['routing']}")
@@ -303,7 +303,7 @@ def quantize_cmd(
     params: Annotated[Path, typer.Option(help="params.yaml (stage mode).")] = DEFAULT_PARAMS,
 ) -> None:
     """Convert an HF Whisper checkpoint with CTranslate2 at a compute type (or every model and type of params.yaml)."""
-    from pipeline.quantize import QuantizeConfig, quantize, quantize_all
+    from pipeline.evaluate.quantize import QuantizeConfig, quantize, quantize_all
 
     if model_dir is None:
         results = quantize_all(load_section(QuantizeConfig, "quantize", params))
@@ -323,7 +323,7 @@ def benchmark_cmd(
     params: Annotated[Path, typer.Option(help="params.yaml to read the benchmark section from.")] = DEFAULT_PARAMS,
 ) -> None:
     """Stage benchmark: per-language / per-gender error rates, RTFx, memory, size (params.yaml: benchmark)."""
-    from pipeline.benchmark import BenchmarkConfig, run_benchmark
+    from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
 
     config = load_section(BenchmarkConfig, "benchmark", params)
     result = run_benchmark(config)
@@ -336,7 +336,7 @@ def longform_cmd(
     params: Annotated[Path, typer.Option(help="params.yaml to read the longform section from.")] = DEFAULT_PARAMS,
 ) -> None:
     """Stage longform: faster-whisper long-form transcription of every CTranslate2 model (params.yaml: longform)."""
-    from pipeline.longform import LongformConfig, run_longform
+    from pipeline.evaluate.longform import LongformConfig, run_longform
 
     config = load_section(LongformConfig, "longform", params)
     result = run_longform(config)
@@ -357,8 +357,8 @@ def ct2_tune_cmd(
 ) -> None:
     """Time CTranslate2 under each CPU setting (CT2_FORCE_CPU_ISA, CT2_USE_MKL, threads, batch) and record the
     fastest that keeps the hypotheses identical; the benchmark then decodes with it on this machine."""
-    from pipeline.benchmark import BenchmarkConfig
-    from pipeline.ct2_tuning import SETTINGS, table_lines, tune
+    from pipeline.evaluate.benchmark import BenchmarkConfig
+    from pipeline.evaluate.ct2_tuning import SETTINGS, table_lines, tune
 
     unknown = sorted(set(settings or ()) - set(SETTINGS))
     if unknown:
@@ -378,7 +378,7 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
 ) -> None:
     """Stage report: report.md with tables, bias analysis and plots."""
-    from pipeline.report import ReportConfig, make_report
+    from pipeline.report.build import ReportConfig, make_report
 
     config = load_section(ReportConfig, "report", params, bench=_str(bench), out_dir=_str(out))
     make_report(config)

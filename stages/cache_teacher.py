@@ -11,13 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.core.stage import run_stage  # noqa: E402
 
 
 def main() -> None:
     # Imported here, under run_stage: a Ctrl-C while torch loads also ends in one line.
-    from pipeline.cache import CacheTeacherConfig, build_cache
-    from pipeline.config import load_section
+    from pipeline.cache.build import CacheTeacherConfig, build_cache
+    from pipeline.core.config import load_section
 
     # Under DVC a change of inputs or settings means "rebuild": force=True. Unchanged inputs resume.
     build_cache(load_section(CacheTeacherConfig, "cache_teacher"), force=True)

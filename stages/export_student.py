@@ -10,13 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.core.stage import run_stage  # noqa: E402
 
 
 def main() -> None:
     # Imported here, under run_stage: a Ctrl-C while torch loads also ends in one line.
-    from pipeline.config import load_section
-    from pipeline.export import ExportConfig, export_all
+    from pipeline.core.config import load_section
+    from pipeline.student.export import ExportConfig, export_all
 
     export_all(load_section(ExportConfig, "export_student"))
 

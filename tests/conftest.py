@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models import embedded_source
-from pipeline.parity import convert_with_ctranslate2
-from pipeline.progress import set_progress
-from pipeline.tiny import build_tiny_whisper, save_tiny_whisper
+from pipeline.core.progress import set_progress
+from pipeline.models.parity import convert_with_ctranslate2
+from pipeline.models.specs import embedded_source
+from pipeline.models.tiny import build_tiny_whisper, save_tiny_whisper
 
 __all__ = ["build_tiny_whisper", "write_encoder_expert_student", "write_tiny_manifest"]
 
@@ -65,8 +65,8 @@ def write_tiny_manifest(folder: Path, name: str = "train.jsonl", seed: int = 0) 
     """A small manifest in our format with synthetic (chirp + noise) 16 kHz audio."""
     import numpy as np
 
-    from pipeline.audio import write_wav
-    from pipeline.manifest import Utterance
+    from pipeline.data.audio import write_wav
+    from pipeline.data.manifest import Utterance
 
     rng = np.random.default_rng(seed)
     (folder / "audio").mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def write_tiny_manifest(folder: Path, name: str = "train.jsonl", seed: int = 0) 
 
 def write_bench_inputs(root: Path, hf_dir: Path, seed: int) -> dict[str, Path]:
     """A test manifest and the tiny model's CTranslate2 float32 and int8 conversions, as quantize writes them."""
-    from pipeline.quantize import quantize
+    from pipeline.evaluate.quantize import quantize
 
     test = write_tiny_manifest(root, "test.jsonl", seed=seed)
     for ctype in ("float32", "int8"):
@@ -118,8 +118,8 @@ def write_encoder_expert_student(base: Path, out: Path, languages: tuple[str, ..
     """
     import torch
 
-    from pipeline.clsr import CLSRConfig, add_clsr, clsr_layers
-    from pipeline.student import StudentSpec, build_student, save_student
+    from pipeline.models.clsr import CLSRConfig, add_clsr, clsr_layers
+    from pipeline.student.model import StudentSpec, build_student, save_student
 
     spec = StudentSpec(base)
     model = build_student(spec)

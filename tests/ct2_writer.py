@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from pipeline.ct2_format import CT2_DTYPES, CT2Checkpoint
+from pipeline.models.ct2_format import CT2_DTYPES, CT2Checkpoint
 
 
 def _string(value: str) -> bytes:

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.benchmark import BenchmarkConfig
-from pipeline.cache import CacheTeacherConfig
-from pipeline.config import load_section
-from pipeline.corpus_hf import load_rows
-from pipeline.export import ExportConfig
-from pipeline.longform import LongformConfig
-from pipeline.models import ImportModelsConfig, parse_model_spec
-from pipeline.prepare import HFSourceConfig, PrepareDataConfig, prepare_data
-from pipeline.quantize import QuantizeConfig
-from pipeline.report import ReportConfig
-from pipeline.train import TrainStageConfig
+from pipeline.cache.build import CacheTeacherConfig
+from pipeline.core.config import load_section
+from pipeline.data.hub import load_rows
+from pipeline.data.prepare import HFSourceConfig, PrepareDataConfig, prepare_data
+from pipeline.evaluate.benchmark import BenchmarkConfig
+from pipeline.evaluate.longform import LongformConfig
+from pipeline.evaluate.quantize import QuantizeConfig
+from pipeline.models.specs import ImportModelsConfig, parse_model_spec
+from pipeline.report.build import ReportConfig
+from pipeline.student.export import ExportConfig
+from pipeline.student.train import TrainStageConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {
@@ -104,8 +104,8 @@ def test_paper_prepare_data_with_local_stand_ins(tmp_path, tiny_hf_dir, monkeypa
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
-    from tests.pipeline.test_corpus_hf import cv_stand_in  # noqa: PLC0415
-    from tests.pipeline.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
+    from tests.pipeline.data.test_hub import cv_stand_in  # noqa: PLC0415
+    from tests.pipeline.data.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
 
     audio = datasets.Audio(decode=False)
     folders = {}

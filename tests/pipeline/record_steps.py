@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline import train as train_mod
-from pipeline.config import from_mapping
-from pipeline.student import trainable_parameters
+from pipeline.core.config import from_mapping
+from pipeline.student import train as train_mod
+from pipeline.student.model import trainable_parameters
 
 
 def train_recording(cfg: train_mod.TrainConfig, out: Path) -> None:

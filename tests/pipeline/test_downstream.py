@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.benchmark import BenchmarkConfig, run_benchmark
-from pipeline.cache import CacheTeacherConfig, build_cache
-from pipeline.clsr import clsr_layers
-from pipeline.export import export_student
-from pipeline.quantize import quantize
-from pipeline.report import ReportConfig, make_report
-from pipeline.student import load_student, set_language
-from pipeline.train import TrainConfig, train_student
+from pipeline.cache.build import CacheTeacherConfig, build_cache
+from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
+from pipeline.evaluate.quantize import quantize
+from pipeline.models.clsr import clsr_layers, set_language
+from pipeline.report.build import ReportConfig, make_report
+from pipeline.student.export import export_student
+from pipeline.student.model import load_student
+from pipeline.student.train import TrainConfig, train_student
 from tests.conftest import write_encoder_expert_student, write_tiny_manifest
 
 
@@ -60,7 +60,7 @@ def test_export_matches_exact_routing_when_gates_agree(trained, tmp_path):
     _open_all_gates(model)
     from safetensors.torch import save_file
 
-    from pipeline.clsr import expert_state_dict
+    from pipeline.models.clsr import expert_state_dict
 
     folder = tmp_path / "student"
     folder.mkdir()
@@ -195,9 +195,9 @@ def test_benchmark_decodes_encoder_experts_per_language(tiny_hf_dir, tmp_path):
     not with the untrained model's stored outputs: its hypotheses are exact-routing decoding from the audio."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline.decode import strip_prompt
-    from pipeline.manifest import load_manifest
-    from pipeline.teacher import features_for, prompt_ids
+    from pipeline.data.manifest import load_manifest
+    from pipeline.models.decode import strip_prompt
+    from pipeline.models.forward import features_for, prompt_ids
 
     manifest = write_tiny_manifest(tmp_path / "data", "test.jsonl", seed=2)
     folder = write_encoder_expert_student(tiny_hf_dir, tmp_path / "student")
@@ -249,10 +249,10 @@ def _check_shared_encodings(ct2: Path, manifest: Path, rows: list[dict], hyps: l
     import ctranslate2
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline.ct2_format import encoder_fingerprint
-    from pipeline.decode import greedy_ctranslate2
-    from pipeline.manifest import load_manifest
-    from pipeline.teacher import features_for, prompt_ids
+    from pipeline.data.manifest import load_manifest
+    from pipeline.models.ct2_format import encoder_fingerprint
+    from pipeline.models.decode import greedy_ctranslate2
+    from pipeline.models.forward import features_for, prompt_ids
 
     prints = {p.name: encoder_fingerprint(p) for p in ct2.iterdir()}
     assert prints["teacher-float32"] == prints["distilwhisper-pl-float32"] != prints["teacher-int8"]

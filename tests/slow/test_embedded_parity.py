@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.parity import run_import_parity
+from pipeline.models.parity import run_import_parity
 
 pytestmark = pytest.mark.slow
 

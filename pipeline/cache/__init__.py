@@ -1,0 +1,1 @@
+"""cache_teacher: the teacher-forced top-k cache (build, shard format, reader, dataset card)."""

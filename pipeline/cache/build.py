@@ -1,0 +1,343 @@
+"""cache_teacher: run the teacher once and keep its top-k distributions in verified shards.
+
+Layout of a cache folder (DESIGN.md, "Teacher cache"): ``cache.json``,
+``shard-NNNNN.parquet``, ``README.md``. Utterances go to shards in manifest
+order, ``rows_per_shard`` at a time, so a shard's content depends only on
+the inputs: a resumed run, or N ranks under ``torchrun`` each taking shards
+``rank, rank+N, ...``, write the very same shards as one uninterrupted run.
+A shard appears only complete (temporary name, fsync, rename) and carries
+the identity hash and its index in its Parquet metadata, so a rerun keeps
+finished shards and recomputes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.cache.format import (
+    FORMAT_VERSION,
+    ID_ENCODINGS,
+    SQRT_LEVELS,
+    VALUE_ENCODINGS,
+    ShardArrays,
+    to_bytes,
+)
+from pipeline.core.distributed import barrier, rank_and_world
+from pipeline.core.errors import DwPipeError
+from pipeline.core.fsutil import atomic_write_text, remove_temp_files, sha256_files
+from pipeline.core.progress import progress
+from pipeline.data.manifest import load_manifest
+from pipeline.models.forward import (
+    PROMPT_TEMPLATE,
+    encode,
+    encoder_outputs,
+    features_for,
+    label_logits,
+    length_batches,
+    pick_device,
+    topk_of,
+)
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEY = b"dw_pipe.identity"
+SHARD_KEY = b"dw_pipe.shard"
+SQRT64_SMALLEST = 1.0 / SQRT_LEVELS**2  # the smallest probability a sqrt64 code holds
+# Rough bytes per label token, used only to turn shard_target_mb into a fixed row count.
+EST_BYTES_PER_TOKEN = {"float16": 50.0, "q8": 36.0, "sqrt64": 30.0}
+
+
+class CacheMismatchError(DwPipeError):
+    """An existing cache was built from other inputs or settings."""
+
+
+@dataclass(frozen=True)
+class CacheTeacherConfig:
+    teacher: Path  # HF Whisper folder (import_models output)
+    manifest: Path
+    out_dir: Path
+    # At most 24 entries, those of probability >= 0.0012 (11.2 a position on whisper-base), ids "delta", values
+    # "sqrt64": closer to the full distribution than top-16 float16 in both tail modes, in 0.6 of its bytes
+    # (bench/cache_teacher.py). min_prob 0: every position keeps top_k; float16 keeps the exact float16 log-probs.
+    top_k: int = 24
+    min_prob: float = 0.0012
+    temperature: float = 1.0
+    id_encoding: str = "delta"
+    value_encoding: str = "sqrt64"
+    shard_target_mb: float = 256.0
+    batch_size: int = 8
+    device: str = "auto"
+    # Where encoder outputs are kept between stages (pipeline/core/encoder_memo.py); None: not kept. Not part of
+    # the cache's identity: a stored output is what the encoder computes again.
+    encoder_memo: Path | None = None
+
+    def check(self) -> None:
+        problems = []
+        if self.id_encoding not in ID_ENCODINGS:
+            problems.append(f"id_encoding {self.id_encoding!r} not in {ID_ENCODINGS}")
+        if self.value_encoding not in VALUE_ENCODINGS:
+            problems.append(f"value_encoding {self.value_encoding!r} not in {VALUE_ENCODINGS}")
+        if not 1 <= self.top_k <= 1024:
+            problems.append(f"top_k {self.top_k} outside 1..1024")
+        if not 0.0 <= self.min_prob < 1.0:
+            problems.append(f"min_prob {self.min_prob} outside [0, 1)")
+        elif self.value_encoding == "sqrt64" and self.min_prob < SQRT64_SMALLEST:
+            problems.append(
+                f"value_encoding sqrt64 holds probabilities down to {SQRT64_SMALLEST:.6f} (1/64^2), min_prob is "
+                f"{self.min_prob}: raise min_prob to at least that, or use q8 or float16"
+            )
+        if self.temperature <= 0:
+            problems.append("temperature must be positive")
+        if problems:
+            raise DwPipeError("cache_teacher: " + "; ".join(problems))
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def identity(cfg: CacheTeacherConfig, extractor, n_rows: int, mean_labels: float) -> dict:
+    """Everything that determines the cache's content."""
+    record = json.loads((cfg.teacher / "import.json").read_text()) if (cfg.teacher / "import.json").is_file() else {}
+    rows_per_shard = max(
+        1, int(cfg.shard_target_mb * 1e6 / (EST_BYTES_PER_TOKEN[cfg.value_encoding] * max(mean_labels, 1.0)))
+    )
+    return {
+        "format_version": FORMAT_VERSION,
+        "teacher": record.get("source", str(cfg.teacher)),
+        "teacher_weights_sha256": sha256_files(sorted(cfg.teacher.glob("*.safetensors"))),
+        "tokenizer_sha256": sha256_files([cfg.teacher / "tokenizer.json"]),
+        "feature_extractor": {k: v for k, v in extractor.to_dict().items() if not isinstance(v, (list, np.ndarray))},
+        "prompt_template": PROMPT_TEMPLATE,
+        "top_k": cfg.top_k,
+        "min_prob": cfg.min_prob,
+        "temperature": cfg.temperature,
+        "id_encoding": cfg.id_encoding,
+        "value_encoding": cfg.value_encoding,
+        "manifest": cfg.manifest.name,
+        "manifest_sha256": sha256_files([cfg.manifest]),
+        "rows": n_rows,
+        "rows_per_shard": rows_per_shard,
+    }
+
+
+def identity_hash(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "feature_extractor"
+    ] or (["feature_extractor settings"] if old.get("feature_extractor") != new.get("feature_extractor") else [])
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def shard_is_done(path: Path, ident_hash: str, index: int) -> bool:
+    """A finished shard of this cache: right identity and index, and the checksum it was written with."""
+    sidecar = _sidecar(path)
+    if not path.is_file() or not sidecar.is_file():
+        return False
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except Exception:  # unreadable: recompute it
+        log.warning("%s is unreadable; recomputing it", path.name)
+        return False
+    if meta.get(IDENTITY_KEY) != ident_hash.encode() or meta.get(SHARD_KEY) != str(index).encode():
+        return False
+    if sha256_files([path]) != sidecar.read_text().strip():
+        log.warning("%s fails its checksum (corrupt or modified); recomputing it", path.name)
+        return False
+    return True
+
+
+def _write_shard(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # half a shard must not stay behind, least of all on a full disk
+        raise
+
+
+@contextlib.contextmanager
+def _full_disk_explained(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing ``path`` becomes one line naming the shard and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DwPipeError(
+            f"{path.name}: no space left on the device of {path.parent}; free some and run again "
+            "(finished shards are kept)"
+        ) from exc
+
+
+def _write_sidecar(path: Path, data: bytes) -> None:
+    """The shard's sha256, written after the shard itself: a shard without it counts as unfinished."""
+    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
+    """Build (or finish) the cache in ``cfg.out_dir``; returns the final ``cache.json`` content."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    cfg.check()
+    if not (cfg.teacher / "config.json").is_file():
+        raise DwPipeError(f"teacher {cfg.teacher} is not an HF checkpoint folder; run import_models first")
+    rank, world = rank_and_world()
+    tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
+    extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
+    utts = load_manifest(cfg.manifest)
+    if not utts:
+        raise DwPipeError(f"manifest {cfg.manifest} is empty")
+    items = encode(utts, tokenizer)
+    ident = identity(cfg, extractor, len(items), float(np.mean([len(i.labels) for i in items])))
+    ident_hash = identity_hash(ident)
+    out = cfg.out_dir
+    if rank == 0:
+        _prepare_folder(out, ident, force)
+    barrier(world)
+
+    per = ident["rows_per_shard"]
+    n_shards = math.ceil(len(items) / per)
+    device, autocast = pick_device(cfg.device)
+    model = None
+    mine = range(rank, n_shards, world)
+    for index in progress(mine, desc=f"teacher shards (rank {rank})", total=len(mine), unit="shard"):
+        path = out / _shard_name(index)
+        if path.exists() and shard_is_done(path, ident_hash, index):
+            log.info("shard %d already done", index)
+            continue
+        if model is None:
+            model = WhisperForConditionalGeneration.from_pretrained(cfg.teacher).to(device).eval()
+        arrays = _compute_shard(model, extractor, items[index * per : (index + 1) * per], cfg, autocast, tokenizer)
+        data = to_bytes(
+            arrays,
+            cfg.id_encoding,
+            cfg.value_encoding,
+            {IDENTITY_KEY: ident_hash.encode(), SHARD_KEY: str(index).encode()},
+        )
+        with _full_disk_explained(path):
+            _write_shard(path, data)
+            _write_sidecar(path, data)
+        log.info("wrote %s (%d rows, %d label tokens)", path.name, len(arrays.ids), len(arrays.labels))
+    barrier(world)
+    if rank != 0:
+        return {}
+    return _finish(out, ident, ident_hash, n_shards)
+
+
+def _prepare_folder(out: Path, ident: dict, force: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out)  # shards, sidecars and cache.json a killed run was writing
+    manifest = out / "cache.json"
+    if manifest.is_file():
+        old = json.loads(manifest.read_text())
+        diffs = _differences(old.get("identity", {}), ident)
+        if diffs and not force:
+            raise CacheMismatchError(
+                f"cache {out} was built from other inputs ({'; '.join(diffs[:4])}); pass --force to rebuild it, "
+                "or choose another --out"
+            )
+        if diffs:
+            log.warning("rebuilding %s: %s", out, "; ".join(diffs))
+            for shard in [*out.glob("shard-*.parquet"), *out.glob(".shard-*.sha256")]:
+                shard.unlink()
+    elif any(out.glob("shard-*.parquet")) and not force:
+        raise CacheMismatchError(f"{out} holds shards but no cache.json; pass --force to rebuild it")
+    atomic_write_text(manifest, json.dumps({"status": "building", "identity": ident}, indent=2) + "\n")
+
+
+def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, tokenizer) -> ShardArrays:
+    """Top-k for every label position of ``items`` (batched by length; rows kept in input order)."""
+    root = cfg.manifest.parent
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    results: dict[int, tuple] = {}
+    memo = None
+    if cfg.encoder_memo is not None:
+        from pipeline.core.encoder_memo import memo_for
+
+        memo = memo_for(cfg.encoder_memo, model, extractor, autocast)
+    for batch_idx in length_batches(items, cfg.batch_size):
+        batch = [items[i] for i in batch_idx]
+        if memo is None:
+            logits_of = label_logits(model, features_for(extractor, [b.utt for b in batch], root), batch, pad, autocast)
+        else:
+            hidden = encoder_outputs(model, extractor, [b.utt for b in batch], root, autocast, memo)
+            logits_of = label_logits(model, None, batch, pad, autocast, encoder_hidden=hidden)
+        for i, logits in zip(batch_idx, logits_of):
+            results[i] = topk_of(logits, cfg.top_k, cfg.temperature, cfg.min_prob)
+    ordered = [results[i] for i in range(len(items))]
+    return ShardArrays(
+        ids=[it.utt.id for it in items],
+        languages=[it.utt.language for it in items],
+        prompts=[it.prompt for it in items],
+        labels=np.concatenate([np.asarray(it.labels, dtype=np.int64) for it in items]),
+        offsets=np.cumsum([0] + [len(it.labels) for it in items]),
+        topk_ids=np.concatenate([r[0] for r in ordered]),
+        topk_logprobs=np.concatenate([r[1] for r in ordered]),
+        tail_logprob=np.concatenate([r[2] for r in ordered]),
+        counts=np.concatenate([r[3] for r in ordered]).astype(np.int64),
+    )
+
+
+def _finish(out: Path, ident: dict, ident_hash: str, n_shards: int) -> dict:
+    shards = []
+    for index in range(n_shards):
+        path = out / _shard_name(index)
+        if not shard_is_done(path, ident_hash, index):
+            raise DwPipeError(f"shard {path.name} is missing or incomplete after the build; run the command again")
+        meta = pq.read_metadata(path)
+        tokens = pq.read_table(path, columns=["label_ids"]).column("label_ids").combine_chunks().flatten()
+        shards.append(
+            {
+                "file": path.name,
+                "rows": meta.num_rows,
+                "tokens": len(tokens),
+                "bytes": path.stat().st_size,
+                "sha256": _sidecar(path).read_text().strip(),  # just checked against the file by shard_is_done
+            }
+        )
+    extra = sorted(p.name for p in out.glob("shard-*.parquet") if p.name not in {s["file"] for s in shards})
+    for name in extra:
+        (out / name).unlink()
+        _sidecar(out / name).unlink(missing_ok=True)
+    content = {
+        "status": "complete",
+        "identity": ident,
+        "identity_sha256": ident_hash,
+        "rows": sum(s["rows"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "shards": shards,
+    }
+    from pipeline.cache.card import write_card
+
+    write_card(out, content)
+    atomic_write_text(out / "cache.json", json.dumps(content, indent=2) + "\n")
+    return content

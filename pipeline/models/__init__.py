@@ -1,0 +1,1 @@
+"""Whisper models: specs and their resolution, CTranslate2 import and format, import parity, tiny test models, CLSR layers, prompts and features, greedy decoding and the encoder store. Below cache, student and evaluate, which all run these models."""

@@ -1,0 +1,1 @@
+"""report: the Markdown report and its plots."""
