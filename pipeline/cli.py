@@ -385,6 +385,23 @@ def report_cmd(
     typer.echo(f"{config.out_dir}/report.md written")
 
 
+@app.command("docs")
+@user_errors
+def docs_cmd(
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 if a table is out of date.")] = False,
+    root: Annotated[Path, typer.Option(help="Repository root (README.md, docs/).")] = Path("."),
+) -> None:
+    """Render the tables of README.md and docs/ from their committed result files."""
+    from pipeline.report.doc_tables import all_tables
+    from pipeline.report.docs import render_docs
+
+    changed = render_docs(root, all_tables(), check=check)
+    for path in changed:
+        typer.echo(f"{'out of date' if check else 'rendered'}: {path.relative_to(root)}")
+    if check and changed:
+        raise typer.Exit(1)
+
+
 def _str(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 

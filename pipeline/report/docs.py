@@ -1,0 +1,151 @@
+"""Tables of results in README.md and docs/, rendered from committed result files (``dw-pipe docs``).
+
+A Markdown file marks each rendered table with two comment lines::
+
+    <!-- table: NAME -->
+    | ... rendered, never edited by hand ... |
+    <!-- /table -->
+
+``NAME`` is a key of a table registry (:mod:`pipeline.report.doc_tables`):
+the result file the table is made from, a function that renders its lines
+from that file's JSON, and the data the table *claims* to describe
+(``claims``: corpus, cache format, ...). Every result file carries a
+``provenance`` object: the ``command`` that made it, the ``code`` revision,
+and ``data``, the identity of what it measured. A table whose result file is
+missing, has no provenance, or was made from other data than it claims is an
+error, never a silently kept table. A claim of :data:`CURRENT` means "the data
+today's params.yaml and code make": the table goes stale, and rendering fails,
+when the corpus settings or the cache format change until it is re-measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.cache.format import FORMAT_VERSION
+from pipeline.core.config import read_params
+from pipeline.core.errors import DwPipeError
+
+START = re.compile(r"^<!-- table: (?P<name>[\w.-]+) -->$")
+END = "<!-- /table -->"
+CURRENT = "<current>"  # a claim that resolves to today's identity (current_identity)
+
+
+class DocsError(DwPipeError):
+    """A rendered table cannot be made or is out of date."""
+
+
+@dataclass(frozen=True)
+class DocTable:
+    result: str  # result file, relative to the repository root
+    render: Callable[[dict], list[str]]  # the table's lines from the result file's JSON
+    claims: Mapping[str, object] = field(default_factory=dict)  # provenance.data entries it stands for
+
+
+def corpus_id(prepare_data: Mapping) -> str:
+    """What determines the prepared corpus: a digest of params.yaml's prepare_data section."""
+    canonical = json.dumps(prepare_data, sort_keys=True, ensure_ascii=False, default=str)
+    return "params:" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def current_identity(root: Path) -> dict[str, object]:
+    """The data identity today's params.yaml and code make: what a :data:`CURRENT` claim stands for."""
+    return {"corpus": corpus_id(read_params(root / "params.yaml")["prepare_data"]), "cache_format": FORMAT_VERSION}
+
+
+def code_revision(root: Path) -> str:
+    """``git describe``-like: the commit, with ``+dirty`` when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+
+    rev = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance(root: Path, command: str, data: Mapping[str, object]) -> dict:
+    """The ``provenance`` object a result file carries (write it beside the numbers)."""
+    return {
+        "command": command,
+        "code": code_revision(root),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "data": dict(data),
+    }
+
+
+def load_result(root: Path, name: str, table: DocTable, current: Mapping[str, object]) -> dict:
+    """The table's result file, checked against what the table claims."""
+    path = root / table.result
+    if not path.is_file():
+        raise DocsError(f"table {name}: result file {table.result} is missing; rerun the command that makes it")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    made = result.get("provenance")
+    if not isinstance(made, dict) or not made.get("command") or not isinstance(made.get("data"), dict):
+        raise DocsError(f"table {name}: {table.result} has no provenance (command, code, data); remeasure it")
+    for key, claimed in table.claims.items():
+        want = current.get(key) if claimed == CURRENT else claimed
+        if made["data"].get(key) != want:
+            raise DocsError(
+                f"table {name}: {table.result} was made from {key} {made['data'].get(key)!r}, the table claims "
+                f"{want!r}{' (today’s)' if claimed == CURRENT else ''}; rerun `{made['command']}` or fix the claim"
+            )
+    return result
+
+
+def render_text(text: str, tables: Mapping[str, DocTable], root: Path, where: str, current: Mapping) -> str:
+    """``text`` with every marked table rendered anew."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        mark = START.match(lines[i])
+        i += 1
+        if not mark:
+            continue
+        name = mark["name"]
+        if name not in tables:
+            raise DocsError(f"{where}: unknown table {name!r}; known: {', '.join(sorted(tables))}")
+        end = next((j for j in range(i, len(lines)) if lines[j] == END), None)
+        if end is None:
+            raise DocsError(f"{where}: table {name} has no closing {END}")
+        table = tables[name]
+        out += table.render(load_result(root, name, table, current)) + [END]
+        i = end + 1
+    return "\n".join(out)
+
+
+def doc_files(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def render_docs(root: Path, tables: Mapping[str, DocTable], check: bool = False) -> list[Path]:
+    """Render every marked table of README.md and docs/; returns the files that changed (``check``: that would).
+
+    Files are written whole to a temporary name and renamed into place."""
+    current = current_identity(root)
+    changed = []
+    for path in doc_files(root):
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        new = render_text(text, tables, root, str(path.relative_to(root)), current)
+        if new != text:
+            changed.append(path)
+            if not check:
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(new, encoding="utf-8")
+                tmp.replace(path)
+    return changed
+
+
+def markdown_table(header: list[str], rows: list[list[object]], align: str = "") -> list[str]:
+    """A Markdown table; ``align`` gives one of l/r per column (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(str(c) for c in r) + " |" for r in [header, rule, *rows]]

@@ -1,0 +1,93 @@
+"""Rendered tables: the committed README.md and docs/ equal what `dw-pipe docs` renders, and stale tables fail."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.report.doc_tables import all_tables
+from pipeline.report.docs import CURRENT, DocsError, DocTable, current_identity, markdown_table, render_docs
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_committed_docs_equal_their_rendering():
+    """Every marked table in README.md and docs/ is what its committed result file renders (run `dw-pipe docs`)."""
+    assert [str(p.relative_to(ROOT)) for p in render_docs(ROOT, all_tables(), check=True)] == []
+
+
+def test_every_registered_table_is_shown_somewhere():
+    shown = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+    assert [name for name in all_tables() if f"<!-- table: {name} -->" not in shown] == []
+
+
+def _rates(result: dict) -> list[str]:
+    return markdown_table(["language", "WER %"], [[k, v] for k, v in sorted(result["wer"].items())])
+
+
+@pytest.fixture()
+def repo(tmp_path) -> Path:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "docs").mkdir()
+    current = current_identity(tmp_path)
+    result = {
+        "provenance": {"command": "python bench/x.py", "code": "abc", "data": current},
+        "wer": {"cs": 41.5, "ca": 30},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(result))
+    (tmp_path / "README.md").write_text("# x\n\n<!-- table: rates -->\nold line\n<!-- /table -->\ntail\n")
+    return tmp_path
+
+
+TABLES = {"rates": DocTable("results.json", _rates, {"corpus": CURRENT, "cache_format": CURRENT})}
+
+
+def test_render_writes_the_table_and_check_then_passes(repo):
+    assert render_docs(repo, TABLES, check=True) == [repo / "README.md"]  # stale: "old line"
+    assert render_docs(repo, TABLES) == [repo / "README.md"]
+    assert (repo / "README.md").read_text() == (
+        "# x\n\n<!-- table: rates -->\n| language | WER % |\n| --- | ---: |\n| ca | 30 |\n| cs | 41.5 |\n"
+        "<!-- /table -->\ntail\n"
+    )
+    assert render_docs(repo, TABLES, check=True) == []
+    assert not list(repo.glob("*.tmp"))
+
+
+def test_a_changed_result_makes_the_table_stale(repo):
+    render_docs(repo, TABLES)
+    result = json.loads((repo / "results.json").read_text())
+    result["wer"]["cs"] = 40.0
+    (repo / "results.json").write_text(json.dumps(result))
+    assert render_docs(repo, TABLES, check=True) == [repo / "README.md"]
+
+
+def test_a_result_of_another_corpus_than_today_is_an_error(repo):
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("prepare_data:", "prepare_data:\n  seed_note_for_test: 1", 1))
+    with pytest.raises(DocsError, match="table rates: results.json was made from corpus"):
+        render_docs(repo, TABLES, check=True)
+
+
+def test_a_literal_claim_must_match_the_result(repo):
+    tables = {"rates": DocTable("results.json", _rates, {"corpus": "espeak-ng cs/bg/pl"})}
+    with pytest.raises(DocsError, match="claims 'espeak-ng cs/bg/pl'"):
+        render_docs(repo, tables)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: (r / "results.json").unlink(), "result file results.json is missing"),
+        (lambda r: (r / "results.json").write_text('{"wer": {}}'), "has no provenance"),
+        (lambda r: (r / "README.md").write_text("<!-- table: nope -->\n<!-- /table -->\n"), "unknown table 'nope'"),
+        (lambda r: (r / "README.md").write_text("<!-- table: rates -->\n| a |\n"), "has no closing"),
+    ],
+)
+def test_broken_inputs_are_one_line_errors(repo, change, message):
+    change(repo)
+    with pytest.raises(DocsError, match=message):
+        render_docs(repo, TABLES)
+    assert not list(repo.glob("*.tmp"))
