@@ -14,7 +14,7 @@ each cap, gives every cap's hypotheses. The timed decode stays the capped one
 the cap are decoded again, untimed, at the longest cap, from the encoder
 outputs the timed decode left; each such row is checked to begin with its
 capped ids (``mismatched_ids``; tests/pipeline/evaluate/test_caps.py and
-bench/cap_prefix.py measured none).
+the retired cap study, docs/studies.md "Loop caps", measured none).
 """
 
 from __future__ import annotations
