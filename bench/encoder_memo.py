@@ -35,8 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.evaluate.ct2_tuning import machine  # noqa: E402
 from pipeline.models.forward import features_for, prompt_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

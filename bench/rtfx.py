@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.audio import read_wav  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.evaluate import ct2_tuning  # noqa: E402
@@ -211,7 +212,7 @@ def main() -> None:
         "audio_seconds": round(seconds, 1),
         "repeats": args.repeats,
         "batch": args.batch,
-        "machine": ct2_tuning.machine(),
+        "machine": machine(),
         "ct2_settings": setting_rows,
         "ct2_choice": choice,
         "engines": rows,

@@ -1,1 +1,1 @@
-"""What every stage shares: config, errors, the stage runner, progress, atomic files, scoring, languages, torch.distributed helpers and the encoder memo. Imports nothing else of pipeline."""
+"""What every stage shares: config, errors, the stage runner, progress, atomic files, scoring, languages, torch.distributed helpers, the encoder memo and the machine a result was made on. Imports nothing else of pipeline."""

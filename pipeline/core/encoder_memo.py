@@ -9,16 +9,22 @@ training audio twice, and a second ``dvc repro`` after a change of training
 settings would encode the test sets again.
 
 A value is one utterance's encoder output, float32 ``[frames, d_model]``. Its
-folder is named by a hash of the encoder's weights
-(:func:`encoder_identity`), the compute setting (device type
-and dtype: a GPU run under bf16 autocast is another setting) and the feature
-extractor's settings; its file by a hash of the audio file's bytes and, for an
-encoder with CLSR layers, the routing language. PyTorch's CPU encoder gives
-bitwise the same output for an utterance in any batch (batch 1, 4, 8 and a
-permuted batch: measured equal), so a hit is what recomputing would give.
+folder is named by a hash of all that decides it besides the audio: the
+encoder's weights (:func:`encoder_identity`), the compute setting (device type
+and dtype: a GPU run under bf16 autocast is another setting), the attention
+implementation, the feature extractor's settings, and the machine and
+libraries (:func:`pipeline.core.machine.compute_identity`: the CPU, on a GPU
+also the GPU and CUDA, and the torch, transformers and numpy versions), so a
+data/ folder shared by two machines, or kept across a torch upgrade, never
+hands one's floats to the other; its file by a hash of the audio file's bytes
+and, for an encoder with CLSR layers, the routing language. PyTorch's CPU
+encoder gives bitwise the same output for an utterance in any batch (batch 1,
+4, 8 and a permuted batch: measured equal), so a hit is what recomputing would
+give.
 
-Files are written under a temporary name and renamed; a file that does not
-load as the expected float32 array is recomputed and replaced. The memo
+A key's folder appears whole, with its ``memo.json`` (the key's record), by a
+rename; a file is written under a temporary name and renamed; a file that does
+not load as the expected float32 array is recomputed and replaced. The memo
 grows with every (encoder, audio) pair: 3 MB an utterance for whisper-base;
 delete the folder to reclaim it (nothing else reads it).
 """
@@ -33,6 +39,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.core.machine import compute_identity
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +65,30 @@ def _extractor_settings(extractor) -> dict:
     return {k: v for k, v in extractor.to_dict().items() if not isinstance(v, (list, np.ndarray))}
 
 
-class EncoderMemo:
-    """The memo folder of one (encoder, compute setting, feature extractor) under ``root``."""
+KEY_FIELDS = ("encoder_sha256", "setting", "attention", "feature_extractor", "machine")
 
-    def __init__(self, root: Path, encoder: str, setting: str, extractor) -> None:
-        record = {"encoder_sha256": encoder, "setting": setting, "feature_extractor": _extractor_settings(extractor)}
-        digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-        self.dir = Path(root) / digest[:24]
+
+def key_digest(record: dict) -> str:
+    """The folder name of a key's record: the first 24 hex digits of its sha256."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class EncoderMemo:
+    """The memo folder of one key (encoder, compute setting, attention, feature extractor, machine) under ``root``."""
+
+    def __init__(
+        self, root: Path, encoder: str, setting: str, extractor, machine: dict, attention: str | None = None
+    ) -> None:
+        record = {
+            "encoder_sha256": encoder,
+            "setting": setting,
+            "attention": attention,
+            "feature_extractor": _extractor_settings(extractor),
+            "machine": machine,
+        }
+        record = json.loads(json.dumps(record, default=str))  # as memo.json will hold it
+        self.root = Path(root)
+        self.dir = self.root / key_digest(record)
         self.record = record
         self._audio_sha: dict[Path, str] = {}
         self.hits = 0
@@ -79,11 +104,11 @@ class EncoderMemo:
     def load(self, audio: Path, language: str | None = None) -> np.ndarray | None:
         """The stored output for ``audio`` (routed to ``language``), or None when there is none usable."""
         path = self._path(audio, language)
-        if not path.is_file():
-            self.misses += 1
-            return None
         try:
             value = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            self.misses += 1
+            return None
         except (OSError, ValueError) as exc:
             log.warning("encoder memo %s unreadable (%s): computing it again", path, exc)
             self.misses += 1
@@ -103,23 +128,43 @@ class EncoderMemo:
     def save(self, audio: Path, value: np.ndarray, language: str | None = None) -> None:
         """Store ``value`` (float32 ``[frames, d_model]``) for ``audio``: temporary file, then rename."""
         path = self._path(audio, language)
-        if not self.dir.is_dir():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            about = self.dir / "memo.json"
-            if not about.exists():
-                about.write_text(json.dumps(self.record, indent=1, sort_keys=True, default=str) + "\n")
-        handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npy")
+        self._make_dir()
+        _write_npy(path, value)
+
+    def _make_dir(self) -> None:
+        """The key's folder, made whole with its memo.json under a temporary name and renamed into place."""
+        if self.dir.is_dir():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{self.dir.name}-"))
+        (tmp / "memo.json").write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
         try:
-            with os.fdopen(handle, "wb") as out:
-                np.save(out, np.ascontiguousarray(value, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            os.rename(tmp, self.dir)
+        except OSError:  # another process made it first
+            (tmp / "memo.json").unlink()
+            tmp.rmdir()
+
+
+def _write_npy(path: Path, value: np.ndarray) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, np.ascontiguousarray(value, dtype=np.float32), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def memo_for(root: Path, model, extractor, autocast=None) -> EncoderMemo:
     """The memo folder of ``model``'s encoder as it runs now: on its parameters' device and dtype, or under
-    ``autocast`` (a torch dtype) when given. The one place the compute setting of a key is spelled."""
+    ``autocast`` (a torch dtype) when given, on this machine. The one place a key's compute side is spelled."""
     param = next(model.parameters())
-    return EncoderMemo(root, encoder_identity(model), f"{param.device.type}:{autocast or param.dtype}", extractor)
+    return EncoderMemo(
+        root,
+        encoder_identity(model),
+        f"{param.device.type}:{autocast or param.dtype}",
+        extractor,
+        compute_identity(param.device),
+        getattr(model.config, "_attn_implementation", None),
+    )

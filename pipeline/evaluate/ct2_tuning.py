@@ -14,7 +14,7 @@ every compute type, and leaves the default unless it is at least
 
 ``dw-pipe ct2-tune`` writes the record; the benchmark applies it when the
 record was made on this machine (CPU model, family/model/stepping and SIMD
-flags, cores, CTranslate2 version: :func:`machine`) and
+flags, cores, CTranslate2 version: :func:`pipeline.core.machine.machine`) and
 says so in ``metrics.json`` (``ct2_setting``). The hypotheses cannot change,
 only the seconds: so the record is no DVC input, like the encoder memo.
 """
@@ -25,8 +25,6 @@ import itertools
 import json
 import logging
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
+from pipeline.core.machine import machine
 
 log = logging.getLogger(__name__)
 
@@ -48,40 +47,6 @@ SETTINGS: dict[str, dict[str, str]] = {  # name -> environment
 }
 ENV_KEYS = ("CT2_FORCE_CPU_ISA", "CT2_USE_MKL")
 MIN_GAIN = 0.05  # leave the default unless another setting is at least 5 % faster
-
-
-# CPU feature flags that choose a code path (CTranslate2's ISA dispatch, oneDNN's and MKL's kernels).
-SIMD_FLAG = re.compile(r"(sse4_[12]|ssse3|avx\w*|fma|f16c|amx\w*|\w*vnni\w*|bf16)")
-
-
-def cpu_identity(cpuinfo: str) -> dict:
-    """The CPU of a ``/proc/cpuinfo`` text: model name, family/model/stepping and its SIMD flags. A cloud
-    CPU's name can be as vague as "AMD EPYC" for both an AVX2-only Zen 1 and an AVX-512 Zen 4 (both seen on
-    this project's 2-core machines), so the name alone cannot say whether a setting measured on one holds on
-    the other."""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            if fields:
-                break  # the first processor's block is enough
-            continue
-        fields.setdefault(key.strip(), value.strip())
-    flags = sorted(f for f in fields.get("flags", "").split() if SIMD_FLAG.fullmatch(f))
-    return {
-        "cpu": fields.get("model name", platform.processor() or platform.machine()),
-        "cpu_id": "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")),
-        "isa": flags,
-    }
-
-
-def machine() -> dict:
-    """What a record is valid for: the CPU (name, family/model/stepping, SIMD flags), cores, CTranslate2."""
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
-    from importlib.metadata import version  # not ``import ctranslate2``: that would fix its setting for this process
-
-    return {**cpu_identity(text), "cores": os.cpu_count(), "ctranslate2": version("ctranslate2")}
 
 
 def _measure(

@@ -4,6 +4,7 @@ outputs only when their own encoder reproduces them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -16,6 +17,9 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from pipeline.cache.build import CacheTeacherConfig, build_cache
+from pipeline.core import machine
+from pipeline.core.encoder_memo import key_digest
+from pipeline.core.machine import compute_identity
 from pipeline.data.manifest import Utterance, load_manifest
 from pipeline.evaluate import benchmark
 from pipeline.evaluate.benchmark import BenchmarkConfig, SharedEncodings, run_benchmark
@@ -79,6 +83,53 @@ def test_an_unreadable_entry_is_computed_again(tiny_hf_dir, tiny_manifest, tmp_p
         assert torch.equal(again.memo[u.id], first.memo[u.id]), u.id
     assert np.load(broken).shape == tuple(first.memo[utts[0].id].shape)  # rewritten whole
     assert not list(first.disk_memo().dir.glob(".tmp-*"))
+
+
+ZEN1 = """processor\t: 0
+cpu family\t: 23
+model\t\t: 1
+model name\t: AMD EPYC
+stepping\t: 2
+flags\t\t: fpu sse4_1 sse4_2 avx f16c avx2 fma
+"""
+
+
+def test_another_machine_or_torch_version_finds_nothing(tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch):
+    """A data/ folder shared by two machines, or kept across a torch upgrade: each finds only its own outputs."""
+    utts = load_manifest(tiny_manifest)
+    here = _store(tiny_hf_dir, tiny_manifest, tmp_path / "memo")
+    here.fill(utts)
+    assert here.disk_memo().record["machine"] == json.loads(json.dumps(compute_identity(CPU)))
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "__version__", "9.9.9")  # the same machine after a torch upgrade
+        upgraded = _store(tiny_hf_dir, tiny_manifest, tmp_path / "memo")
+        upgraded.fill(utts)
+    assert upgraded.disk_memo().hits == 0 and upgraded.disk_memo().misses == len(utts)
+    (tmp_path / "cpuinfo").write_text(ZEN1)
+    monkeypatch.setattr(machine, "CPUINFO", tmp_path / "cpuinfo")  # another CPU, the same libraries
+    other = _store(tiny_hf_dir, tiny_manifest, tmp_path / "memo")
+    other.fill(utts)
+    assert other.disk_memo().hits == 0 and other.disk_memo().misses == len(utts)
+    assert len({here.disk_memo().dir, upgraded.disk_memo().dir, other.disk_memo().dir}) == 3
+    for u in utts:  # each computed its own, equal here: the key parts them, the floats are the same CPU's
+        assert torch.equal(other.memo[u.id], here.memo[u.id]), u.id
+
+
+def test_an_entry_from_before_the_machine_was_keyed_misses(tiny_hf_dir, tiny_manifest, tmp_path):
+    """A memo written before keys named the machine and torch version: its folder is never found again."""
+    utts = load_manifest(tiny_manifest)
+    store = _store(tiny_hf_dir, tiny_manifest, tmp_path / "memo")
+    memo = store.disk_memo()
+    old = {k: memo.record[k] for k in ("encoder_sha256", "setting", "feature_extractor")}
+    folder = tmp_path / "memo" / key_digest(old)
+    folder.mkdir(parents=True)
+    (folder / "memo.json").write_text(json.dumps(old))
+    for u in utts:  # another machine's (here: wrong) floats under the old key
+        np.save(folder / f"{hashlib.sha256((tiny_manifest.parent / u.audio).read_bytes()).hexdigest()}.npy",
+                np.zeros((4, 8), np.float32))  # fmt: skip
+    store.fill(utts)
+    assert memo.hits == 0 and memo.misses == len(utts) and memo.dir != folder
+    assert all(store.memo[u.id].shape[0] > 4 for u in utts)
 
 
 def test_the_teacher_cache_is_the_same_with_the_memo_and_training_reads_what_it_stored(

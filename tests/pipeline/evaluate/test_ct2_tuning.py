@@ -55,31 +55,6 @@ def test_a_record_applies_only_on_its_machine(tmp_path, monkeypatch):
     assert __import__("os").environ["CT2_FORCE_CPU_ISA"] == "AVX2"
 
 
-ZEN1 = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 23
-model\t\t: 1
-model name\t: AMD EPYC
-stepping\t: 2
-flags\t\t: fpu sse4_1 sse4_2 avx f16c avx2 fma bmi2
-
-processor\t: 1
-model name\t: AMD EPYC
-"""
-ZEN4 = ZEN1.replace(": 23", ": 25").replace("avx2 fma", "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16")
-
-
-def test_the_machine_is_the_cpu_not_its_name():
-    # two cloud CPUs seen here share the name "AMD EPYC"; only one of them runs AVX-512 code
-    zen1, zen4 = ct2_tuning.cpu_identity(ZEN1), ct2_tuning.cpu_identity(ZEN4)
-    assert zen1["cpu"] == zen4["cpu"] == "AMD EPYC"
-    assert zen1["cpu_id"] == "23/1/2" and zen4["cpu_id"] == "25/1/2"
-    assert zen1["isa"] == ["avx", "avx2", "f16c", "fma", "sse4_1", "sse4_2"]
-    assert {"avx512f", "avx512_vnni", "avx512_bf16"} <= set(zen4["isa"])
-    assert zen1 != ct2_tuning.cpu_identity(ZEN1.replace(": 23", ": 25"))  # same flags, another family
-    assert ct2_tuning.cpu_identity("")["isa"] == []
-
-
 def test_a_record_from_a_cpu_of_the_same_name_does_not_apply(tmp_path, monkeypatch):
     monkeypatch.delenv("CT2_FORCE_CPU_ISA", raising=False)
     monkeypatch.delitem(sys.modules, "ctranslate2", raising=False)
