@@ -103,7 +103,7 @@ def seeds_bars(result: dict) -> list[str]:
         f"- points above the teacher: {', '.join(gap)}; the bar met in "
         f"{sum(c['teacher_met'] for c in cells.values())} of {len(cells)} cells",
         f"- dev error rate of the chosen students, %: distilwhisper {dev['distilwhisper']}; clsr-only {dev['clsr']}",
-    ]
+    ] + source(result)
 
 
 # --- gate start and learning rate ---------------------------------------------------------------------------------
