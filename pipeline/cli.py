@@ -215,6 +215,92 @@ def cache_decode_cmd(
     typer.echo(f"{summary['file']}: {summary['rows']} rows, {summary['bytes'] / 1e6:.2f} MB")
 
 
+memo_app = typer.Typer(
+    help="Inspect and prune the encoder memo (encoder outputs kept between stages and runs).",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN_HELP,
+)
+app.add_typer(memo_app, name="memo")
+MemoFolder = Annotated[Path | None, typer.Argument(help="The memo folder (default: encoder_memo in params.yaml).")]
+MemoParams = Annotated[Path, typer.Option(help="params.yaml to read encoder_memo from when no folder is given.")]
+
+
+@memo_app.command("info")
+@user_errors
+def memo_info_cmd(
+    folder: MemoFolder = None,
+    params: MemoParams = DEFAULT_PARAMS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Say what the encoder memo holds: outputs and bytes per key and per machine identity, and which is this one."""
+    from pipeline.core.encoder_memo import memo_info
+
+    info = memo_info(_memo_folder(folder, params))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"{info['root']}: {len(info['keys'])} key(s), {info['files']} outputs, {_mb(info['bytes'])}")
+    for group in info["identities"]:
+        mark = "current" if group["current"] else "other"
+        typer.echo(
+            f"{mark:<8}{group['keys']:>3} key(s) {group['files']:>6} outputs {_mb(group['bytes']):>10}  {group['identity']}"
+        )
+        for key in (k for k in info["keys"] if k["identity"] == group["identity"]):
+            about = f"{key['setting'] or '?'}, encoder {(key['encoder_sha256'] or '?')[:12]}"
+            current = " (current)" if key["current"] else ""
+            typer.echo(f"  {key['key']}  {about}: {key['files']} outputs, {_mb(key['bytes'])}{current}")
+    typer.echo(f"this machine: {'; '.join(info['this_machine'])}")
+    if info["leftovers"]:
+        typer.echo(f"{info['leftovers']} leftover(s) of killed writers or prunes: dw-pipe memo prune removes them")
+
+
+@memo_app.command("prune")
+@user_errors
+def memo_prune_cmd(
+    folder: MemoFolder = None,
+    params: MemoParams = DEFAULT_PARAMS,
+    keep_current: Annotated[
+        bool, typer.Option("--keep-current/--all", help="Keep the keys this machine would hit, or delete every key.")
+    ] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")] = False,
+) -> None:
+    """Delete the encoder memo's keys this machine would not hit: other machines', other library versions', older."""
+    from pipeline.core.encoder_memo import prune_memo
+
+    done = prune_memo(_memo_folder(folder, params), keep_current=keep_current, dry_run=dry_run)
+    for name in done["removed"]:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {name}")
+    typer.echo(
+        f"{done['root']}: {'would free' if dry_run else 'freed'} {_mb(done['bytes'])} ({len(done['removed'])} key(s), "
+        f"{done['files']} outputs, {done['leftovers']} leftover(s)); kept {len(done['kept'])} key(s)"
+    )
+
+
+def _memo_folder(folder: Path | None, params: Path) -> Path:
+    """``folder``, or the one encoder_memo folder params.yaml's sections name (one YAML anchor in the default)."""
+    if folder is not None:
+        return folder
+    from pipeline.core.config import ConfigError, read_params
+
+    def named(node) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        return [str(v) for k, v in node.items() if k == "encoder_memo" and v] + [
+            name for v in node.values() for name in named(v)
+        ]
+
+    found = sorted(set(named(read_params(params))))
+    if len(found) != 1:
+        raise ConfigError(
+            f"{params} names {found or 'no'} encoder_memo folder(s); give the folder: dw-pipe memo info DIR"
+        )
+    return Path(found[0])
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 @app.command("train-student")
 @user_errors
 def train_student_cmd(

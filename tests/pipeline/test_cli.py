@@ -71,3 +71,37 @@ def test_import_models_reads_params(tiny_ct2, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "models" / "tiny" / "config.json").is_file()
     assert (tmp_path / "models" / "models.json").is_file()
+
+
+def test_memo_info_and_prune_read_the_folder_from_params_and_free_other_machines_keys(tmp_path):
+    import numpy as np
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    from pipeline.core.encoder_memo import EncoderMemo
+    from pipeline.core.machine import compute_identity
+
+    root, audio = tmp_path / "memo", tmp_path / "a.wav"
+    audio.write_bytes(b"audio")
+    here = compute_identity(torch.device("cpu"))
+    memos = [
+        EncoderMemo(root, "enc", "cpu:torch.float32", WhisperFeatureExtractor(), machine, "sdpa")
+        for machine in (here, {**here, "torch": "1.0.0"})  # this machine, and it before a torch upgrade
+    ]
+    for memo in memos:
+        memo.save(audio, np.zeros((3, 4), np.float32))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"cache_teacher:\n  encoder_memo: &memo {root}\nbenchmark:\n  encoder_memo: *memo\n")
+
+    info = runner.invoke(app, ["memo", "info", "--params", str(params)])
+    assert info.exit_code == 0, info.output
+    assert info.output.startswith(f"{root}: 2 key(s), 2 outputs") and "torch 1.0.0" in info.output
+    dry = runner.invoke(app, ["memo", "prune", "--params", str(params), "--dry-run"])
+    assert dry.exit_code == 0 and f"would remove {memos[1].dir.name}" in dry.output and memos[1].dir.is_dir()
+    done = runner.invoke(app, ["memo", "prune", str(root), "--keep-current"])
+    assert done.exit_code == 0 and f"removed {memos[1].dir.name}" in done.output and "freed" in done.output
+    assert sorted(root.iterdir()) == [memos[0].dir]
+
+    params.write_text(f"cache_teacher:\n  encoder_memo: {root}\nbenchmark:\n  encoder_memo: {tmp_path / 'b'}\n")
+    two = runner.invoke(app, ["memo", "info", "--params", str(params)])
+    assert two.exit_code == 2 and "give the folder" in two.output
