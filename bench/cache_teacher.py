@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -40,10 +41,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cache.build import CacheTeacherConfig, build_cache  # noqa: E402
-from pipeline.cache.format import ShardArrays, decode_table, to_bytes, value_codes  # noqa: E402
+from pipeline.cache.format import FORMAT_VERSION, ShardArrays, decode_table, to_bytes, value_codes  # noqa: E402
 from pipeline.cache.reader import open_cache  # noqa: E402
+from pipeline.core.config import read_params  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
+from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.models.forward import encode, features_for, label_logits, length_batches  # noqa: E402
+from pipeline.report.docs import corpus_id, provenance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIDE_FILES_BYTES = 3_300  # cache.json + README.md of a one-shard cache, measured
 
@@ -256,6 +263,19 @@ def main() -> None:
     smallest = min(passing, key=lambda r: r["bytes_per_token"])
     bounds = {key: round(value, 2) for key, value in entropy_bounds(arrays_for(items, full, 16)).items()}
     report = {
+        "provenance": provenance(
+            ROOT,
+            "python bench/cache_teacher.py " + shlex.join(sys.argv[1:]),
+            {
+                "teacher": str(args.teacher),
+                "corpus": corpus_id(read_params()["prepare_data"]),
+                "manifest": str(args.manifest),
+                "utterances": len(items),
+                "label_tokens": n_tokens,
+                "cache_format": FORMAT_VERSION,
+            },
+        ),
+        "machine": machine(),
         "teacher": str(args.teacher),
         "manifest": str(args.manifest),
         "utterances": len(items),
@@ -293,8 +313,7 @@ def main() -> None:
         f"build overhead: {report['build_overhead']}x ({build:.1f} s cache-teacher vs {bare:.1f} s bare forward loop)"
     )
     print(f"read throughput: {report['read_positions_per_second_1_thread']:,} label positions/s (1 thread)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -35,9 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.core.config import read_params  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.models.forward import features_for, prompt_ids  # noqa: E402
+from pipeline.report.docs import corpus_id, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +64,8 @@ def main() -> None:
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     from pipeline.core.encoder_memo import EncoderMemo, encoder_identity
-    from pipeline.models.decode import EncoderStore
     from pipeline.models import decode
+    from pipeline.models.decode import EncoderStore
     from pipeline.student.model import StudentSpec, build_student
 
     base, prepared, ct2 = ROOT / "data/models/whisper-base", ROOT / "data/prepared", ROOT / "data/ct2"
@@ -128,16 +132,21 @@ def main() -> None:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:7.3f}")
     print(f"transformers encoder output bitwise equal in batch 1 and batch {bs}: {same}")
+    data = {
+        "model": "data/models/whisper-base; data/ct2/teacher-float32, teacher-int8",
+        "corpus": corpus_id(read_params(ROOT / "params.yaml")["prepare_data"]),
+        "language": args.language,
+        "utterances": n,
+    }
     record = {
-        "command": "python bench/encoder_memo.py " + " ".join(sys.argv[1:]),
+        "provenance": provenance(ROOT, "python bench/encoder_memo.py " + shlex.join(sys.argv[1:]), data),
         "machine": machine(),
         "utterances": n,
         "threads": torch.get_num_threads(),
         "seconds_per_utterance": {k: round(v, 4) for k, v in results.items()},
         "batch_invariant_encoder": same,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -45,13 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_step import online_targets  # noqa: E402  (bench/ is on sys.path when run)
 
 from pipeline.cache.build import CacheTeacherConfig, build_cache  # noqa: E402
+from pipeline.cache.format import FORMAT_VERSION  # noqa: E402
 from pipeline.cache.reader import open_cache, verify_cache  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.models.decode import EncoderStore  # noqa: E402
 from pipeline.models.forward import pick_device  # noqa: E402
 from pipeline.models.tiny import tiny_whisper_config  # noqa: E402
+from pipeline.report.docs import provenance  # noqa: E402
 from pipeline.student.train import TrainConfig, _examples, build_model, step_loss, train_student  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {  # (d_model, layers, heads, ffn) of the OpenAI checkpoints
     "base": (512, 6, 8, 2048),
     "small": (768, 12, 12, 3072),
@@ -276,8 +281,18 @@ def main() -> None:
         raise SystemExit("gpu_paths: no CUDA device")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
+    gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "none (--smoke)"
+    data = {
+        "models": "toy shapes (--smoke)"
+        if args.smoke
+        else "random weights of the whisper-base, -small, -large-v2 shapes",
+        "data": str(args.data),
+        "cache_format": FORMAT_VERSION,
+        "gpu": gpu,
+    }
     report: dict = {
-        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (--smoke)",
+        "provenance": provenance(ROOT, "python bench/gpu_paths.py " + shlex.join(sys.argv[1:]), data),
+        "gpu": gpu,
         "torch": torch.__version__,
         "bf16": DEVICE == "cuda" and torch.cuda.is_bf16_supported(),
     }
@@ -289,8 +304,7 @@ def main() -> None:
         except Exception as exc:  # keep the other sections' numbers
             report[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
         print(f"[{time.perf_counter() - start:7.1f} s] {name}: {json.dumps(report[name])[:1500]}", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
 
     models = {}
     for shape in ("base", "small", "large-v2"):

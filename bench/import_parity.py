@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -25,7 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.models.parity import run_import_parity  # noqa: E402
+from pipeline.report.docs import provenance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -37,6 +42,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report = run_import_parity(args.work or Path(scratch), progress=True)
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
+    data = {"model": "embedded:whisper-base", "speech": "espeak-ng", "utterances": report["utterances"]}
+    report = {
+        "provenance": provenance(ROOT, "python bench/import_parity.py " + shlex.join(sys.argv[1:]), data)
+    } | report
     print(f"{'check':<44} {'result':>20}")
     print(f"{'variables compared (fp16 re-conversion)':<44} {report['variables_compared']:>20}")
     print(f"{'variables differing':<44} {len(report['variables_different']):>20}")
@@ -47,8 +56,7 @@ def main() -> None:
     for row in report["per_utterance"]:
         mark = "ok" if row["agree"] else "DIFFERS"
         print(f"  {row['id']:<10} {row['language']:<3} hf={row['hf_len']:>4} ct2={row['ct2_len']:>4} {mark}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(args.out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {args.out} ({report['wall_seconds']} s)")
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -40,12 +41,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.core.config import read_params  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.audio import read_wav  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.evaluate import ct2_tuning  # noqa: E402
 from pipeline.models.decode import faster_whisper_transcribe, greedy_ctranslate2, strip_prompt  # noqa: E402
 from pipeline.models.forward import features_for, prompt_ids  # noqa: E402
+from pipeline.report.docs import corpus_id, provenance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MAX_NEW = 64
 COMPUTE = {"float32": "teacher-float32", "int8_float32": "teacher-int8", "int8": "teacher-int8"}
@@ -206,8 +212,14 @@ def main() -> None:
     for name in ("transformers float32", "ctranslate2 float32", "ctranslate2 int8"):
         share = encoders[name] / rows[name]["seconds_per_utterance"]
         print(f"  {name}: the encoder is {share:.0%} of the one-at-a-time decode")
+    data = {
+        "model": f"{args.teacher} and its CTranslate2 conversions in {args.ct2}",
+        "corpus": corpus_id(read_params()["prepare_data"]),
+        "utterances": len(utts),
+        "audio_seconds": round(seconds, 1),
+    }
     record = {
-        "command": "python bench/rtfx.py " + " ".join(sys.argv[1:]),
+        "provenance": provenance(ROOT, "python bench/rtfx.py " + shlex.join(sys.argv[1:]), data),
         "utterances": len(utts),
         "audio_seconds": round(seconds, 1),
         "repeats": args.repeats,
@@ -218,8 +230,7 @@ def main() -> None:
         "engines": rows,
         "encoder_seconds_per_utterance": {k: round(v, 4) for k, v in encoders.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

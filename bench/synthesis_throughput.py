@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -20,10 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.config import load_section  # noqa: E402
+from pipeline.core.config import load_section, read_params  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
+from pipeline.core.machine import machine  # noqa: E402
 from pipeline.core.scoring import normalize  # noqa: E402
 from pipeline.data.manifest import Checker  # noqa: E402
 from pipeline.data.prepare import PrepareDataConfig, process, synthetic_candidates  # noqa: E402
+from pipeline.report.docs import corpus_id, provenance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -60,10 +66,16 @@ def main() -> None:
     for r in rows:
         print(f"{r['workers']:>7} {r['utterances']:>6} {r['wall_s']:>8} {r['utt_per_s']:>8} {r['audio_s_per_s']:>10}")
     print(f"speed-up with 2 workers: {speedup:.2f}x on {os.cpu_count()} cores")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"rows": rows, "speedup_2_workers": round(speedup, 2), "cpu_count": os.cpu_count()}, indent=2) + "\n"
-    )
+    data = {"corpus": corpus_id(read_params()["prepare_data"]), "utterances": len(candidates)}
+    record = {
+        "provenance": provenance(ROOT, "python bench/synthesis_throughput.py " + shlex.join(sys.argv[1:]), data),
+        "machine": machine(),
+        "rows": rows,
+        "speedup_2_workers": round(speedup, 2),
+        "cpu_count": os.cpu_count(),
+    }
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

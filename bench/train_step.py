@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -29,14 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from pipeline.cache.format import FORMAT_VERSION  # noqa: E402
 from pipeline.cache.reader import SparseTargets, open_cache  # noqa: E402
-from pipeline.core.config import load_section  # noqa: E402
+from pipeline.core.config import load_section, read_params  # noqa: E402
+from pipeline.core.fsutil import atomic_write_text  # noqa: E402
+from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.evaluate.benchmark import PeakRSS  # noqa: E402
 from pipeline.models.decode import EncoderStore  # noqa: E402
 from pipeline.models.forward import topk_of  # noqa: E402
+from pipeline.report.docs import corpus_id, provenance  # noqa: E402
 from pipeline.student.train import TrainStageConfig, _examples, build_model, step_loss, train_student  # noqa: E402
 
 
@@ -101,7 +107,15 @@ def main() -> None:
     rows["same_step_without_kd"] = time_steps(model, batch, store, replace(cfg, kd_weight=0.0), args.steps, pad)
     rows["distilwhisper_teacher_online"] = time_steps(model, batch, store, cfg, args.steps, pad, teacher=teacher)
     base = rows["same_step_without_kd"][0]
+    data = {
+        "student": f"{cfg.base}, decoder layers {list(cfg.keep_decoder_layers or [])}",
+        "corpus": corpus_id(read_params()["prepare_data"]),
+        "cache_format": FORMAT_VERSION,
+        "language": cfg.languages[0],
+    }
     report = {
+        "provenance": provenance(ROOT, "python bench/train_step.py " + shlex.join(sys.argv[1:]), data),
+        "machine": machine(),
         "batch_size": len(batch),
         "label_tokens": sum(len(e.labels) for e in batch),
         "steps": {
@@ -129,8 +143,7 @@ def main() -> None:
             f"{mode:<14} dev error rate {short[mode]['dev_before']} -> {short[mode]['dev_after_last']} after {summary['steps']} steps"
         )
     report["short_runs"] = short
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
