@@ -471,13 +471,24 @@ def report_cmd(
     typer.echo(f"{config.out_dir}/report.md written")
 
 
-@app.command("docs")
+docs_app = typer.Typer(
+    help="Render the tables of README.md and docs/ from their committed result files.",
+    invoke_without_command=True,
+    rich_markup_mode=PLAIN_HELP,
+)
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.callback()
 @user_errors
 def docs_cmd(
+    ctx: typer.Context,
     check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 if a table is out of date.")] = False,
     root: Annotated[Path, typer.Option(help="Repository root (README.md, docs/).")] = Path("."),
 ) -> None:
     """Render the tables of README.md and docs/ from their committed result files."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pipeline.report.doc_tables import all_tables
     from pipeline.report.docs import render_docs
 
@@ -486,6 +497,22 @@ def docs_cmd(
         typer.echo(f"{'out of date' if check else 'rendered'}: {path.relative_to(root)}")
     if check and changed:
         raise typer.Exit(1)
+
+
+@docs_app.command("record-run")
+@user_errors
+def record_run_cmd(
+    out: Annotated[Path, typer.Option(help="The result file, e.g. docs/results/default-run.json.")],
+    data: Annotated[Path, typer.Option(help="The finished run's data folder.")] = Path("data"),
+    logs: Annotated[Path | None, typer.Option(help="Its logs folder (default: beside DATA).")] = None,
+    params: Annotated[Path | None, typer.Option(help="Its params.yaml (default: beside DATA).")] = None,
+) -> None:
+    """Record a finished run for the docs: headline numbers, stage times, data identity."""
+    from pipeline.report.record_run import record_run
+
+    run = data.resolve().parent
+    record = record_run(data, logs or run / "logs", params or run / "params.yaml", out)
+    typer.echo(f"wrote {out} ({len(record['rows'])} rows, {record['times']['total_seconds']:.0f} s of stages)")
 
 
 def _str(path: Path | None) -> str | None:

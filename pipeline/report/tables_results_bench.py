@@ -1,0 +1,212 @@
+"""Rendered tables of the bench programs that measure the software (docs/performance.md; see pipeline.report.docs).
+
+Each table is made from a ``bench/results/*.json`` its program wrote, and says under it which command, commit
+and data made it. Speed tables claim nothing about the corpus (they time the machine, and say which one); the
+cache size table claims today's cache format, since its bytes are that format's.
+"""
+
+from __future__ import annotations
+
+from pipeline.report.docs import CURRENT, DocTable, markdown_table
+from pipeline.report.tables_results import with_source
+
+RESULTS = "bench/results"
+
+
+def encoder_memo(result: dict) -> list[str]:
+    """Seconds per utterance of encoding, decoding and reading a kept encoder output."""
+    rows = [[what, f"{seconds:.3f}"] for what, seconds in result["seconds_per_utterance"].items()]
+    same = "yes" if result["batch_invariant_encoder"] else "no"
+    return markdown_table(["what", "s per utterance"], rows) + [
+        "",
+        f"The transformers encoder's output for an utterance is bitwise the same alone and in a batch: {same}.",
+    ]
+
+
+def rtfx_engines(result: dict) -> list[str]:
+    """Each engine's decoding speed, one utterance at a time and in batches, against transformers float32."""
+    rows = [
+        [
+            name,
+            f"{r['seconds_per_utterance']:.3f}",
+            r["rtfx"],
+            f"{r['ratio_to_transformers_float32']:.2f} ({', '.join(f'{x:.2f}' for x in r['ratios'])})",
+        ]
+        for name, r in result["engines"].items()
+    ]
+    head = ["engine", "s per utterance", "RTFx", "x transformers float32 (per round)"]
+    return markdown_table(head, rows) + [
+        "",
+        f"{result['utterances']} test utterances, {result['audio_seconds']} s of audio; medians of "
+        f"{result['repeats']} rounds, each timing every engine once; ratios taken within a round.",
+    ]
+
+
+def rtfx_encoder(result: dict) -> list[str]:
+    """How much of a one-at-a-time decode the encoder is (it always runs on a 30-second window)."""
+    whole = {name.lower(): r["seconds_per_utterance"] for name, r in result["engines"].items()}
+    rows = [
+        [name, f"{seconds:.3f}", f"{whole[name]:.3f}", f"{100 * seconds / whole[name]:.0f} %"]
+        for name, seconds in result["encoder_seconds_per_utterance"].items()
+        if name in whole
+    ]
+    return markdown_table(["engine", "encoder s per utterance", "whole decode s", "encoder share"], rows)
+
+
+COMPUTE = ("float32", "int8_float32", "int8")
+
+
+def rtfx_settings(result: dict) -> list[str]:
+    """CTranslate2's CPU settings, one utterance at a time: seconds per utterance (ratio to the default on every
+    core) and whether any of the setting's decodes (threads, batch) changed a token id."""
+    rows = result["ct2_settings"]
+    at = {(r["setting"], r["threads"], r["batch"], r["compute_type"]): r for r in rows}
+    most = max(r["threads"] for r in rows)
+    default = {c: at[("default", most, 1, c)]["seconds_per_utterance"] for c in COMPUTE}
+    lines = [("default", 1)] + [(s, most) for s in dict.fromkeys(r["setting"] for r in rows) if s != "default"]
+    table = [[f"default, {most} threads", *(f"{default[c]:.3f}" for c in COMPUTE), "-"]]
+    for setting, threads in lines:
+        cells = {c: at.get((setting, threads, 1, c)) for c in COMPUTE}
+        shown = [
+            "-" if r is None else f"{r['seconds_per_utterance']:.3f} ({r['seconds_per_utterance'] / default[c]:.2f})"
+            for c, r in cells.items()
+        ]
+        changed = sorted({r["compute_type"] for r in rows if r["setting"] == setting and not r["same_ids"]})
+        same = "changed: " + ", ".join(changed) if changed else "yes"
+        table.append([f"{setting}, {threads} thread{'s' if threads > 1 else ''}", *shown, same])
+    return markdown_table(["setting", *COMPUTE, "ids as the default"], table, "lrrrl") + [
+        "",
+        f"The pipeline picks: {result['ct2_choice']['reason']}.",
+    ]
+
+
+def gpu_paths(result: dict) -> list[str]:
+    """The CUDA paths of cache_teacher and train_student with random models of the paper's sizes."""
+    rows = []
+    agree = result.get("cache_agreement", {})
+    if "top1_agreement" in agree:
+        verify = (
+            "both verify" if not any(agree["verify_problems"].values()) else f"problems: {agree['verify_problems']}"
+        )
+        rows.append(
+            [
+                f"cache, base-sized teacher, CUDA vs CPU float32, {agree['label_positions']} label positions",
+                f"top-1 agreement {agree['top1_agreement']:.3f}; {verify}",
+            ]
+        )
+    speed = result.get("cache_throughput", {})
+    if "label_tokens_per_second" in speed:
+        rows.append(
+            [
+                f"cache, large-v2-sized teacher, batch {speed['batch_size']}",
+                f"{speed['label_tokens_per_second']:.0f} label tokens/s, {speed['utterances_per_second']:.1f} utterances/s "
+                f"(model load included), peak {speed['peak_gpu_mb'] / 1000:.1f} GB",
+            ]
+        )
+    step = result.get("train_step", {}).get("steps")
+    if step:
+        online = step["distilwhisper_teacher_online"]
+        rows.append(
+            [
+                f"step, small-sized student, CLSR on every layer, batch {result['train_step']['batch_size']}",
+                f"KD from the cache {step['distilwhisper_from_cache']['seconds']:.3f} s, no KD "
+                f"{step['same_step_without_kd']['seconds']:.3f} s, large-v2 teacher online {online['seconds']:.3f} s "
+                f"({online['ratio_to_no_kd']:.1f}x no KD)",
+            ]
+        )
+    train = result.get("train_student", {})
+    if "seconds" in train:
+        rows.append(
+            [
+                f"`train_student`, {train['steps']} steps and {len(train['dev_history'])} dev evaluations",
+                f"{train['seconds']:.1f} s; the student ({train['reloaded_parameters'] / 1e6:.0f} M parameters) loads back",
+            ]
+        )
+    return markdown_table(["what", result["gpu"]], rows, "ll")
+
+
+PICKS = [  # (k, min_prob, mass, encoding): the rows that show the choice of the default
+    (16, 0.0, 0.0, "plain"),
+    (16, 0.0, 0.0, "raw/float16"),
+    (17, 0.0, 0.0, "rank/q8"),
+    (16, 0.0, 0.0, "delta/sqrt64"),
+    (24, 0.0015, 0.0, "delta/sqrt64"),
+    (24, 0.0012, 0.0, "delta/sqrt64"),
+    (24, 0.0012, 0.0, "rank/q8"),
+    (24, 0.0012, 0.0, "raw/float16"),
+    (24, 0.0, 0.98, "delta/sqrt64"),
+]
+
+
+def _kept(row: dict) -> str:
+    if row["min_prob"]:
+        return f"p >= {row['min_prob']:g} (at most {row['k']})"
+    if row["mass"]:
+        return f"mass >= {row['mass']:g} (at most {row['k']})"
+    return f"top-{row['k']}"
+
+
+def cache_size(result: dict) -> list[str]:
+    """Size and fidelity of the teacher cache's encodings: bytes per label token against Jensen-Shannon divergence
+    to the teacher's full distribution; the smallest row at least as close as top-16 float16 in bold."""
+    by = {(r["k"], r["min_prob"], r["mass"], r["encoding"]): r for r in result["rows"]}
+    best = result["smallest_at_the_bar"]
+    rows = []
+    for pick in PICKS:
+        r = by.get(pick)
+        if r is None:
+            continue
+        bold = "**" if pick == (best["k"], best["min_prob"], best["mass"], best["encoding"]) else ""
+        rows.append(
+            [
+                f"{bold}{_kept(r)}{bold}",
+                f"{bold}{r['encoding']}{bold}",
+                f"{bold}{r['bytes_per_token']:.1f}{bold}",
+                f"{r['entries']:.1f}",
+                f"{r['js_renorm']:.5f}",
+                f"{r['js_ghost']:.5f}",
+                "yes" if r["at_least_top16_float16"] else "no",
+            ]
+        )
+    head = ["entries kept", "encoding", "bytes/token", "entries", "JS renorm", "JS ghost", "as close as top-16 float16"]
+    return markdown_table(head, rows, "llrrrrl") + [
+        "",
+        f"{result['utterances']} dev utterances, {result['label_tokens']} label tokens; bytes include cache.json and "
+        f"the card. The whole folder built at the defaults: {result['default_build_bytes_per_token']} bytes per label "
+        "token.",
+    ]
+
+
+def cache_speed(result: dict) -> list[str]:
+    """Building the cache against a bare teacher forward loop, and reading it back."""
+    rows = [
+        ["cache_teacher build", f"{result['build_seconds']:.1f} s"],
+        ["bare forward loop (features, teacher forward, log-softmax)", f"{result['bare_forward_seconds']:.1f} s"],
+        ["build / bare loop", f"{result['build_overhead']:.2f}"],
+        ["read into training tensors, 1 thread", f"{result['read_positions_per_second_1_thread']:,} label positions/s"],
+    ]
+    return markdown_table(["what", "measured"], rows)
+
+
+def train_step(result: dict) -> list[str]:
+    """A distillation step from the cache against the same step without KD and with the teacher run online."""
+    rows = [
+        [name.replace("_", " "), f"{s['seconds']:.3f}", f"{s['ratio_to_no_kd']:.2f}", f"{s['peak_rss_mb']:.0f}"]
+        for name, s in result["steps"].items()
+    ]
+    return markdown_table(["step", "s per step", "x no KD", "peak RSS MB"], rows) + [
+        "",
+        f"Batch of {result['batch_size']} utterances, {result['label_tokens']} label tokens.",
+    ]
+
+
+TABLES: dict[str, DocTable] = {
+    "bench-encoder-memo": with_source(f"{RESULTS}/encoder_memo.json", encoder_memo),
+    "bench-rtfx-engines": with_source(f"{RESULTS}/rtfx.json", rtfx_engines),
+    "bench-rtfx-encoder": with_source(f"{RESULTS}/rtfx.json", rtfx_encoder),
+    "bench-rtfx-settings": with_source(f"{RESULTS}/rtfx.json", rtfx_settings),
+    "bench-gpu-paths": with_source(f"{RESULTS}/gpu_paths.json", gpu_paths),
+    "bench-cache-size": with_source(f"{RESULTS}/cache_teacher.json", cache_size, {"cache_format": CURRENT}),
+    "bench-cache-speed": with_source(f"{RESULTS}/cache_teacher.json", cache_speed),
+    "bench-train-step": with_source(f"{RESULTS}/train_step.json", train_step),
+}

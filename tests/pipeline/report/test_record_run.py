@@ -1,0 +1,126 @@
+"""dw-pipe docs record-run: a finished run's outputs become one compact result file with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.report.docs import DocsError, corpus_id
+from pipeline.report.record_run import record_run
+from tests.pipeline.report.run_fixture import PARAMS, write_run
+
+
+@pytest.fixture()
+def run(tmp_path) -> Path:
+    return write_run(tmp_path / "run")
+
+
+def _record(data: Path, out: Path) -> dict:
+    return record_run(data, data.parent / "logs", data.parent / "params.yaml", out)
+
+
+def test_the_record_keeps_the_cells_the_docs_show(run, tmp_path):
+    record = _record(run, tmp_path / "out" / "default-run.json")
+    assert json.loads((tmp_path / "out" / "default-run.json").read_text()) == record
+    assert record["provenance"]["command"] == "make repro"
+    assert record["provenance"]["data"] == {
+        "corpus": corpus_id(PARAMS["prepare_data"]),
+        "cache_format": 3,
+        "cache": {"whisper-base": "0123456789abcdef"},
+    }
+    # 15 rows: the gender row and the cap=224 row are not "all" rows
+    assert len(record["rows"]) == 13
+    assert {(r["model"], r["dataset"]) for r in record["rows"] if r["language"] == "ca"} >= {("ct2:teacher", "test")}
+    int8 = next(r for r in record["rows"] if r["compute_type"] == "int8" and r["model"] == "ct2:teacher")
+    assert int8 == {
+        "model": "ct2:teacher", "compute_type": "int8", "dataset": "test", "language": "ca", "n_utterances": 2,
+        "ref_units": 10, "metric": "wer", "error_rate": 0.3, "insertions": 1, "max_new_tokens": 64, "capped": 0,
+        "reference_error_rate": 0.25, "delta": 0.05, "delta_ci95": [-0.01, 0.1],
+    }  # fmt: skip
+    assert record["caps"] == [
+        {"model": "ct2:teacher", "compute_type": "float32", "dataset": "test", "language": "ca",
+         "max_new_tokens": 224, "n_utterances": 2, "error_rate": 0.6, "capped": 1}
+    ]  # fmt: skip
+    assert [(r["model"], r["score"]) for r in record["translation"]] == [
+        ("ct2:teacher", 40.0),
+        ("student-distilwhisper", 30.5),
+    ]
+    assert record["longform"][0]["start_error_median_s"] == 0.466
+    assert record["roles"]["teacher"] == "ct2:teacher"
+    assert record["caches"]["whisper-base"]["bytes"] == 200000
+
+
+def test_stage_times_are_each_stage_s_latest(run, tmp_path):
+    times = _record(run, tmp_path / "r.json")["times"]
+    # import_models ran twice: the later run (600 s, from t=1000) made today's output; prepare_data 1200 s to t=2900
+    assert times == {
+        "stages": [{"stage": "import_models", "seconds": 600.0}, {"stage": "prepare_data", "seconds": 1200.0}],
+        "total_seconds": 1800.0,
+        "wall_seconds": 1900.0,
+    }
+
+
+def test_a_run_cut_short_is_refused(run, tmp_path):
+    (run.parent / "dvc.yaml").write_text("stages: {import_models: {}, prepare_data: {}, report: {}}\n")
+    with pytest.raises(DocsError, match="no stage time for report; run dvc repro to the end"):
+        _record(run, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("data/bench/metrics.json", "metrics.json is missing; run the benchmark stage"),
+        ("data/longform/metrics.json", "metrics.json is missing; run the longform stage"),
+        ("data/cache/whisper-base/cache.json", "no teacher cache"),
+        ("logs/stage_times.jsonl", "stage_times.jsonl is missing"),
+    ],
+)
+def test_a_missing_output_is_a_one_line_error(run, tmp_path, broken, message):
+    (run.parent / broken).unlink()
+    with pytest.raises(DocsError, match=message):
+        _record(run, tmp_path / "r.json")
+
+
+def test_a_garbled_stage_time_names_its_line(run, tmp_path):
+    with (run.parent / "logs" / "stage_times.jsonl").open("a") as log:
+        log.write('{"stage": "report"\n')
+    with pytest.raises(DocsError, match="stage_times.jsonl line 4 is not a stage time"):
+        _record(run, tmp_path / "r.json")
+
+
+def test_a_failed_write_leaves_the_recorded_file_as_it_was(run, tmp_path, monkeypatch):
+    out = tmp_path / "default-run.json"
+    out.write_text('{"old": true}\n')
+
+    def no_rename(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", no_rename)  # the rename that would put the new file in place
+    with pytest.raises(OSError, match="disk gone"):
+        _record(run, out)
+    assert out.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["default-run.json"]
+
+
+def test_cli_records_from_the_run_folder_and_docs_still_renders(run, tmp_path):
+    out = tmp_path / "docs" / "results" / "default-run.json"
+    result = CliRunner().invoke(app, ["docs", "record-run", "--data", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "13 rows, 1800 s of stages" in result.output
+    assert json.loads(out.read_text())["times"]["total_seconds"] == 1800.0
+    (tmp_path / "README.md").write_text("# nothing rendered\n")
+    (tmp_path / "params.yaml").write_text((run.parent / "params.yaml").read_text())
+    checked = CliRunner().invoke(app, ["docs", "--check", "--root", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
+
+
+def test_cli_missing_run_is_one_line_and_status_2(tmp_path):
+    result = CliRunner().invoke(app, ["docs", "record-run", "--data", str(tmp_path / "data"), "--out", "x.json"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "params.yaml is missing" in result.output
