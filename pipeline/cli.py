@@ -17,9 +17,10 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from pipeline.core.config import DEFAULT_PARAMS, load_section
 from pipeline.core.errors import EXIT_INTERRUPTED, INTERRUPTED, USER_ERRORS
@@ -32,8 +33,27 @@ log = logging.getLogger("dw_pipe")
 # ("--allow-outside-pat…"), worst in a pipe or a narrow terminal.
 PLAIN_HELP = None
 
+
+class FullSummaries(TyperGroup):
+    """A command group that lists each command with the first sentence of its help whole, wrapped to the width.
+
+    Click cuts a summary to fit one line beside the longest command name, so in a pipe (80 columns) the list
+    read "Convert a CTranslate2 Whisper checkpoint into a..."."""
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # Click's HelpFormatter, as Typer vendors it
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="dw-pipe",
+    cls=FullSummaries,
     help="Offline teacher-logit distillation for multilingual Whisper (DistilWhisper).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -167,7 +187,9 @@ def cache_teacher_cmd(
         )
 
 
-cache_app = typer.Typer(help="Inspect and check teacher caches.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP)
+cache_app = typer.Typer(
+    help="Inspect and check teacher caches.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP, cls=FullSummaries
+)
 app.add_typer(cache_app, name="cache")
 
 
@@ -219,6 +241,7 @@ memo_app = typer.Typer(
     help="Inspect and prune the encoder memo (encoder outputs kept between stages and runs).",
     no_args_is_help=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=FullSummaries,
 )
 app.add_typer(memo_app, name="memo")
 MemoFolder = Annotated[Path | None, typer.Argument(help="The memo folder (default: encoder_memo in params.yaml).")]
@@ -475,6 +498,7 @@ docs_app = typer.Typer(
     help="Render the tables of README.md and docs/ from their committed result files.",
     invoke_without_command=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=FullSummaries,
 )
 app.add_typer(docs_app, name="docs")
 

@@ -48,6 +48,33 @@ def test_help_in_a_pipe_shows_whole_option_names(columns):
         assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", out), f"{name} not whole in:\n{out}"
 
 
+@pytest.mark.parametrize("columns", [None, "60"])
+def test_help_in_a_pipe_lists_each_commands_first_line_whole(columns):
+    """`dw-pipe --help | cat` listed "Convert a CTranslate2 Whisper checkpoint into a...": Click cut each summary to
+    one 80-column line. Every group's list (dw-pipe, dw-pipe cache, ...) shows each command's first docstring line."""
+    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "TERMINAL_WIDTH", "FORCE_COLOR"}}
+    env["PYTHONPATH"] = str(ROOT)
+    if columns:
+        env["COLUMNS"] = columns
+    groups = [((), typer.main.get_command(app))]
+    while groups:
+        path, group = groups.pop()
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *path, "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,  # stdout is a pipe
+            text=True,
+            check=True,
+        ).stdout
+        words = " ".join(re.sub(r"-\n\s+", "-", out).split())  # the list wraps a summary, at hyphens too
+        for name, command in group.commands.items():
+            first = " ".join(command.help.splitlines()[0].split())
+            assert f" {name} {first}" in words, f"dw-pipe {' '.join(path)} --help cuts {name}'s summary:\n{out}"
+            if hasattr(command, "commands"):  # a group: its own list too (typer.Typer(cls=FullSummaries))
+                groups.append(((*path, name), command))
+
+
 def test_import_ct2_writes_checkpoint(tiny_ct2, tmp_path):
     result = runner.invoke(app, ["--no-progress", "import-ct2", str(tiny_ct2["float16"]), str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
