@@ -112,7 +112,7 @@ def test_stages_and_the_readme_time_line(run):
     ]
     assert t.time_line(run) == [
         "Measured: `make repro` took **30 min** (1800 s, the sum of its stage times) on 2 cores of an AMD EPYC, "
-        "1970-01-01 (stages: docs/performance.md)."
+        "1970-01-01 (stages: [performance.md](docs/performance.md))."
     ]
 
 
