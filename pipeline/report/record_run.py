@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -128,6 +129,19 @@ def cache_identities(caches: Path) -> dict[str, dict]:
     return found
 
 
+def run_revision(root: Path) -> str:
+    """:func:`code_revision` of the run's checkout, where a changed ``dvc.lock`` (the run's own record of its
+    outputs) does not make the code dirty."""
+    revision = code_revision(root)
+    if revision.endswith("+dirty"):
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.splitlines()
+        if all(Path(line[3:]).name == "dvc.lock" for line in status):
+            return revision.removesuffix("+dirty")
+    return revision
+
+
 def run_record(data: Path, logs: Path, params_path: Path) -> dict:
     """The compact record of the finished run whose outputs are under ``data`` (see the module docstring)."""
     if not params_path.is_file():
@@ -145,7 +159,7 @@ def run_record(data: Path, logs: Path, params_path: Path) -> dict:
     return {
         "provenance": {
             "command": "make repro",
-            "code": code_revision(params_path.parent),
+            "code": run_revision(params_path.parent),
             "date": times["finished"],
             "data": {
                 "corpus": corpus_id(params["prepare_data"]),
@@ -154,7 +168,7 @@ def run_record(data: Path, logs: Path, params_path: Path) -> dict:
             },
         },
         "machine": machine(),  # where record-run ran: the run's own machine when recorded right after it
-        "targets": metrics.get("target_languages") or params["benchmark"].get("target_languages", []),
+        "targets": metrics.get("target_languages") or params.get("benchmark", {}).get("target_languages", []),
         "roles": {
             "distilwhisper": report.get("main_student", "student-distilwhisper"),
             "untrained student": "student-untrained",

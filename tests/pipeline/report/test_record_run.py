@@ -124,3 +124,23 @@ def test_cli_missing_run_is_one_line_and_status_2(tmp_path):
     result = CliRunner().invoke(app, ["docs", "record-run", "--data", str(tmp_path / "data"), "--out", "x.json"])
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "params.yaml is missing" in result.output
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_run_s_own_dvc_lock_does_not_make_its_code_dirty(run, tmp_path):
+    root = run.parent
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "params.yaml", "dvc.yaml", "dvc.lock")
+    _git(root, "commit", "-q", "-m", "run")
+    head = _git(root, "rev-parse", "--short=12", "HEAD")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what dvc repro does to it
+    assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head
+    (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text() + "# edited\n")  # code changed after the commit
+    assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head + "+dirty"
