@@ -246,6 +246,10 @@ def _order(run: dict, label: tuple[str, str]) -> tuple:
     return (label not in compared, compared.index(label) if label in compared else 0, label)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"  # no start error where the model wrote no segment
+
+
 def longform(run: dict) -> list[str]:
     """Long-form recordings through faster-whisper: whole-recording error rate, segment start errors, loops."""
     if not run["longform"]:
@@ -256,7 +260,7 @@ def longform(run: dict) -> list[str]:
             r["setting"],
             r["model"],
             f"{pct(r['error_rate'])} ({r['insertions']})",
-            f"{r['start_error_mean_s']:.2f} / {r['start_error_median_s']:.2f}",
+            " / ".join(_seconds(r.get(k)) for k in ("start_error_mean_s", "start_error_median_s")),
             f"{r['loop_stretches']}/{r['stretches']}",
             f"{r['empty_stretches']}/{r['stretches']}",
             r["rtfx"],
