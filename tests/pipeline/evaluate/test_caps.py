@@ -13,7 +13,7 @@ from pipeline.core.config import ConfigError
 from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
 from pipeline.evaluate.quantize import quantize
 from pipeline.models.tiny import save_tiny_whisper
-from pipeline.report.build import loop_cap_table
+from pipeline.report.error_tables import loop_cap_table
 from tests.conftest import write_tiny_manifest
 
 # With this push on <|endoftext|>, the tiny Whisper ends its cs rows (2 in the manifest) after 1 token and its

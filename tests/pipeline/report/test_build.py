@@ -11,7 +11,8 @@ from matplotlib.markers import MarkerStyle
 from matplotlib.patches import Rectangle
 
 from pipeline.core.languages import whisper_training_hours
-from pipeline.report.build import ReportConfig, gender_table, make_report
+from pipeline.report.bias import gender_table
+from pipeline.report.build import ReportConfig, make_report
 from pipeline.report.plots import (
     INTERVAL,
     TARGET_SHADE,
@@ -205,7 +206,7 @@ def test_gender_table_without_gender_labels_says_so():
 
 
 def test_voice_table_says_which_tests_hold_unseen_voices_and_both_genders(tmp_path):
-    from pipeline.report.build import voice_table
+    from pipeline.report.bias import voice_table
 
     design = {
         "cs": {
@@ -273,7 +274,7 @@ def test_translation_section_shows_scores_paired_differences_retention_and_its_p
 
 
 def test_longform_table_lists_error_start_error_loops_and_empties(tmp_path):
-    from pipeline.report.build import longform_metrics, longform_table
+    from pipeline.report.longform import longform_metrics, longform_table
 
     assert "not set" in longform_table(longform_metrics(None))[0]
     row = {"model": "ct2:teacher", "compute_type": "int8", "language": "cs", "setting": "default", "audio_seconds": 118.4,
