@@ -54,7 +54,10 @@ from pipeline.models.decode import EncoderStore  # noqa: E402
 from pipeline.models.forward import pick_device  # noqa: E402
 from pipeline.models.tiny import tiny_whisper_config  # noqa: E402
 from pipeline.report.docs import provenance  # noqa: E402
-from pipeline.student.train import TrainConfig, _examples, build_model, step_loss, train_student  # noqa: E402
+from pipeline.student.config import TrainConfig  # noqa: E402
+from pipeline.student.inputs import examples_of  # noqa: E402
+from pipeline.student.loop import step_loss  # noqa: E402
+from pipeline.student.train import build_model, train_student  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {  # (d_model, layers, heads, ffn) of the OpenAI checkpoints
@@ -183,7 +186,9 @@ def train_steps(student: Path, teacher: Path, cache: Path, data: Path, steps: in
     tokenizer = WhisperTokenizer.from_pretrained(student)
     extractor = WhisperFeatureExtractor.from_pretrained(student)
     utts = [u for u in load_manifest(cfg.train) if u.language == language][: cfg.batch_size]
-    batch = _examples(utts, tokenizer, open_cache(cache, tokenizer_json=student / "tokenizer.json", manifest=cfg.train))
+    batch = examples_of(
+        utts, tokenizer, open_cache(cache, tokenizer_json=student / "tokenizer.json", manifest=cfg.train)
+    )
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model, _, _ = build_model(cfg)
     model.to(device)

@@ -43,7 +43,9 @@ from pipeline.evaluate.benchmark import PeakRSS  # noqa: E402
 from pipeline.models.decode import EncoderStore  # noqa: E402
 from pipeline.models.forward import topk_of  # noqa: E402
 from pipeline.report.docs import corpus_id, provenance  # noqa: E402
-from pipeline.student.train import TrainStageConfig, _examples, build_model, step_loss, train_student  # noqa: E402
+from pipeline.student.inputs import examples_of  # noqa: E402
+from pipeline.student.loop import step_loss  # noqa: E402
+from pipeline.student.train import TrainStageConfig, build_model, train_student  # noqa: E402
 
 
 def time_steps(model, batch, store, cfg, steps: int, pad: int, teacher=None) -> tuple[float, float]:
@@ -92,7 +94,7 @@ def main() -> None:
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.base)
     cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
     utts = [u for u in load_manifest(cfg.train) if u.language == cfg.languages[0]][: cfg.batch_size]
-    batch = _examples(utts, tokenizer, cache)
+    batch = examples_of(utts, tokenizer, cache)
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     torch.manual_seed(0)
     model, _, _ = build_model(cfg)

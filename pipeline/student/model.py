@@ -83,7 +83,7 @@ def save_student(
 ) -> None:
     """Write the student folder's model files (call inside an atomic folder).
 
-    ``inputs``: content fingerprints of what training read (``pipeline.student.train.training_inputs``)."""
+    ``inputs``: content fingerprints of what training read (``pipeline.student.inputs.training_inputs``)."""
     record = {
         "mode": mode,
         "base": str(spec.base),

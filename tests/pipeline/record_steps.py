@@ -18,15 +18,16 @@ import torch
 
 from pipeline.core.config import from_mapping
 from pipeline.student import train as train_mod
+from pipeline.student.config import TrainConfig
 from pipeline.student.model import trainable_parameters
 
 
-def train_recording(cfg: train_mod.TrainConfig, out: Path) -> None:
+def train_recording(cfg: TrainConfig, out: Path) -> None:
     """``train_student(cfg)``, with a post-step hook on its optimizer that snapshots the trainable parameters."""
     snapshots: list[dict[str, torch.Tensor]] = []
     real = train_mod.make_optimizer
 
-    def recording(model, config: train_mod.TrainConfig) -> torch.optim.AdamW:
+    def recording(model, config: TrainConfig) -> torch.optim.AdamW:
         optimizer = real(model, config)
         named = trainable_parameters(model)
         optimizer.register_step_post_hook(
@@ -45,4 +46,4 @@ def train_recording(cfg: train_mod.TrainConfig, out: Path) -> None:
 
 if __name__ == "__main__":
     values = json.loads(Path(sys.argv[1]).read_text())
-    train_recording(from_mapping(train_mod.TrainConfig, values, sys.argv[1]), Path(sys.argv[2]))
+    train_recording(from_mapping(TrainConfig, values, sys.argv[1]), Path(sys.argv[2]))

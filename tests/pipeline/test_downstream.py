@@ -14,9 +14,10 @@ from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
 from pipeline.evaluate.quantize import quantize
 from pipeline.models.clsr import clsr_layers, set_language
 from pipeline.report.build import ReportConfig, make_report
+from pipeline.student.config import TrainConfig
 from pipeline.student.export import export_student
 from pipeline.student.model import load_student
-from pipeline.student.train import TrainConfig, train_student
+from pipeline.student.train import train_student
 from tests.conftest import write_encoder_expert_student, write_tiny_manifest
 
 

@@ -25,8 +25,8 @@ from pipeline.evaluate import benchmark
 from pipeline.evaluate.benchmark import BenchmarkConfig, SharedEncodings, run_benchmark
 from pipeline.models.decode import EncoderStore
 from pipeline.models.forward import features_for
+from pipeline.student.config import TrainConfig
 from pipeline.student.model import StudentSpec, build_student
-from pipeline.student.train import TrainConfig
 from tests.conftest import write_bench_inputs
 
 CPU = torch.device("cpu")

@@ -12,9 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.cache.build import CacheTeacherConfig, build_cache
-from pipeline.student.model import load_student
+from pipeline.core.errors import DwPipeError
+from pipeline.student import loop, selection
 from pipeline.student import train as train_mod
-from pipeline.student.train import TrainConfig, train_student
+from pipeline.student.checkpoint import checkpoint_dir, log_path
+from pipeline.student.config import TrainConfig
+from pipeline.student.model import load_student
+from pipeline.student.train import TrainStageConfig, build_model, train_modes, train_student
 from tests.conftest import write_tiny_manifest
 
 
@@ -75,7 +79,7 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
     reference = _config(tiny_hf_dir, tiny_data, tmp_path / "ref", checkpoint_every=100)
     train_student(reference)
     cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "resumed", checkpoint_every=100)
-    real_step, calls = train_mod.step_loss, []
+    real_step, calls = loop.step_loss, []
 
     def dies_in_fifth_step(*args, **kwargs):
         calls.append(1)
@@ -83,14 +87,15 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
             raise KeyboardInterrupt("killed")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "step_loss", dies_in_fifth_step)
+    monkeypatch.setattr(loop, "step_loss", dies_in_fifth_step)
     with pytest.raises(KeyboardInterrupt):
         train_student(cfg)
-    log_path = cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
-    assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == [1, 2, 3, 4]
-    with log_path.open("a") as handle:
+    steps = log_path(cfg)
+    assert steps == cfg.out_dir.parent / f".{cfg.out_dir.name}.log.jsonl"
+    assert [json.loads(line)["step"] for line in steps.read_text().splitlines()] == [1, 2, 3, 4]
+    with steps.open("a") as handle:
         handle.write('{"step": 5, "ce": 1.')  # a line the kill cut short
-    monkeypatch.setattr(train_mod, "step_loss", real_step)
+    monkeypatch.setattr(loop, "step_loss", real_step)
     train_student(cfg)
     for lang in ("pl", "cs"):
         a = load_file(str(reference.out_dir / f"expert.{lang}.safetensors"))
@@ -116,16 +121,16 @@ def test_a_kill_while_a_checkpoint_replaces_the_last_one_loses_no_checkpoint(
         f"    dev: {tiny_data['dev']}\n    clsr_decoder_layers: [0, 1]\n    epochs: 2\n    batch_size: 2\n"
         "    lr: 0.001\n    max_new_tokens: 6\n    checkpoint_every: 1\n    seed: 3\n    device: cpu\n"
     )
-    (cfg,) = load_section(train_mod.TrainStageConfig, "train_student", params).configs()
-    checkpoint = train_mod._checkpoint_dir(cfg)
+    (cfg,) = load_section(TrainStageConfig, "train_student", params).configs()
+    checkpoint = checkpoint_dir(cfg)
     child = run_killed(checkpoint.name, 4, "train-student", "--params", str(params))
     assert child.returncode == KILLED, child.stderr[-3000:]
     assert not checkpoint.exists()  # the moment at which a delete-then-rename leaves no checkpoint at all
 
     reference = replace(cfg, out_dir=tmp_path / "reference")
     train_student(reference)
-    real_step, calls = train_mod.step_loss, []
-    monkeypatch.setattr(train_mod, "step_loss", lambda *a, **k: calls.append(1) or real_step(*a, **k))
+    real_step, calls = loop.step_loss, []
+    monkeypatch.setattr(loop, "step_loss", lambda *a, **k: calls.append(1) or real_step(*a, **k))
     train_student(cfg)
     assert len(calls) == 6 - 4  # resumed from the step-4 checkpoint
     for lang in ("pl", "cs"):
@@ -172,11 +177,11 @@ def _step_languages(cfg: TrainConfig, steps: int, per_step: int) -> list[set[str
     from pipeline.data.manifest import load_manifest
 
     examples = [SimpleNamespace(utt=u) for u in load_manifest(cfg.train) if u.language in cfg.languages]
-    per_epoch = -(-len(train_mod.epoch_batches(examples, cfg, 0)) // per_step)
+    per_epoch = -(-len(loop.epoch_batches(examples, cfg, 0)) // per_step)
     out = []
     for step in range(steps):
         epoch, within = divmod(step, per_epoch)
-        batches = train_mod.epoch_batches(examples, cfg, epoch)[within * per_step : (within + 1) * per_step]
+        batches = loop.epoch_batches(examples, cfg, epoch)[within * per_step : (within + 1) * per_step]
         out.append({examples[b[0]].utt.language for b in batches})
     return out
 
@@ -209,14 +214,13 @@ def test_two_ranks_equal_one_process_and_leave_idle_experts_alone(tiny_hf_dir, t
         first = next(s for s, langs in enumerate(languages) if lang in langs)
         idle = [s for s in range(first + 1, len(languages)) if lang not in languages[s]]
         assert idle, f"seed {cfg.seed}: no step without {lang} after one with it ({languages}); pick another seed"
-        names = [n for n in by_two[0] if train_mod.language_of(n) == lang]
+        names = [n for n in by_two[0] if selection.language_of(n) == lang]
         for step in idle:
             assert all(torch.equal(by_two[step][n], by_two[step - 1][n]) for n in names), (lang, step, languages)
 
 
 def test_clsr_settings_reach_the_layers(tiny_hf_dir, tiny_data, tmp_path):
     from pipeline.models.clsr import clsr_layers
-    from pipeline.student.train import build_model
 
     cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "x", expert_dropout=0.0, skip_gate_prob=0.5, gate_budget=0.3)
     model, _, clsr = build_model(cfg)
@@ -228,65 +232,19 @@ def test_clsr_settings_reach_the_layers(tiny_hf_dir, tiny_data, tmp_path):
 
 def test_gates_learn_at_their_own_rate(tiny_hf_dir, tiny_data, tmp_path):
     cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "g", gate_lr_scale=30.0)
-    model, _, _ = train_mod.build_model(cfg)
-    groups = train_mod.make_optimizer(model, cfg).param_groups
+    model, _, _ = build_model(cfg)
+    groups = loop.make_optimizer(model, cfg).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     gates, others = (next(g for g in groups if g["scale"] == s) for s in (30.0, 1.0))
     assert gates["params"] and all(".gates." in names[id(p)] for p in gates["params"])
     assert others["params"] and all(".experts." in names[id(p)] for p in others["params"])
-    with pytest.raises(train_mod.DwPipeError, match="gate_lr_scale"):
+    with pytest.raises(DwPipeError, match="gate_lr_scale"):
         replace(cfg, gate_lr_scale=0.0).check()
-
-
-def _params(**values: float) -> dict[str, torch.Tensor]:
-    return {name: torch.tensor([v]) for name, v in values.items()}
-
-
-def _dev(step: int, **rates: tuple[int, int]) -> dict:
-    per = {lang: {"wer": e / n, "errors": e, "ref_units": n, "insertions": 0} for lang, (e, n) in rates.items()}
-    errors, units = sum(e for e, _ in rates.values()), sum(n for _, n in rates.values())
-    return {"wer": errors / units, "per_language": per}
-
-
-def test_each_language_keeps_its_best_step():
-    state = train_mod.TrainState()
-    names = ("d.fc2.experts.cs.fc1.weight", "d.fc2.gates.cs.w2.weight", "d.fc2.experts.pl.fc1.weight")
-    at = lambda v: _params(**dict.fromkeys(names, v))  # noqa: E731  every parameter holds the step number
-    best = train_mod.keep_best(state, _dev(0, cs=(10, 10), pl=(10, 10)), at(0.0), None)
-    state.step = 1
-    best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), at(1.0), best)  # cs better, pl worse
-    state.step = 2
-    best = train_mod.keep_best(state, _dev(2, cs=(7, 10), pl=(9, 10)), at(2.0), best)  # cs worse, pl better
-    assert state.best_by_language == {"cs": 1, "pl": 2}
-    assert [float(best[n]) for n in names] == [1.0, 1.0, 2.0]
-    assert state.best_wer == (5 + 9) / 20  # the dev rate of the assembled student
-
-
-def test_shared_parameters_keep_one_best_step():
-    state = train_mod.TrainState()
-    best = train_mod.keep_best(state, _dev(0, cs=(10, 10), pl=(10, 10)), _params(**{"fc1.weight": 0.0}), None)
-    state.step = 1
-    best = train_mod.keep_best(state, _dev(1, cs=(5, 10), pl=(12, 10)), _params(**{"fc1.weight": 1.0}), best)
-    assert state.best_step == 1 and float(best["fc1.weight"]) == 1.0 and not state.best_by_language
-
-
-@pytest.mark.parametrize(("max_norm", "scale"), [(0.0, 1.0), (1.0, 0.1), (20.0, 1.0)])
-def test_gradients_are_clipped_to_their_global_norm(max_norm, scale):
-    """Gradients (3, 4) and (5 sqrt 3): global norm 10, so clipped to 1 they move plain SGD by a tenth of them.
-    A parameter without a gradient stays out of the norm and does not move."""
-    a, b, untouched = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 1, 3))
-    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([5.0 * 3**0.5])
-    norm = train_mod.optimizer_step(torch.optim.SGD([a, b, untouched], lr=1.0), [a, b, untouched], max_norm, 1)
-    assert norm == pytest.approx(10.0)
-    assert torch.allclose(a.detach(), torch.tensor([-3.0, -4.0]) * scale)
-    assert torch.allclose(b.detach(), torch.tensor([-5.0 * 3**0.5]) * scale)
-    assert untouched.grad is None and torch.equal(untouched.detach(), torch.zeros(3))
-    assert TrainConfig.max_grad_norm == 1.0  # the HF Trainer default the official runs use
 
 
 def test_temperature_must_match_the_cache_with_the_ghost_tail(tiny_hf_dir, tiny_data, tmp_path):
     cfg = _config(tiny_hf_dir, tiny_data, tmp_path / "t", temperature=2.0, tail="ghost")
-    with pytest.raises(train_mod.DwPipeError, match="temperature 2.0 differs from the cache's 1.0"):
+    with pytest.raises(DwPipeError, match="temperature 2.0 differs from the cache's 1.0"):
         train_student(cfg)
     summary = train_student(replace(cfg, tail="renorm", max_steps=1))  # re-tempered exactly instead
     assert summary["steps"] == 1
@@ -304,7 +262,7 @@ def test_unusable_languages_are_refused(tiny_hf_dir, tiny_data, tmp_path, langua
         dev.write_text("".join(line + "\n" for line in tiny_data["dev"].read_text().splitlines() if '"de"' not in line))
         (tmp_path / "audio").symlink_to(tiny_data["dev"].parent / "audio")
         cfg = replace(cfg, dev=dev)
-    with pytest.raises(train_mod.DwPipeError, match=message):
+    with pytest.raises(DwPipeError, match=message):
         train_student(cfg)
 
 
@@ -326,17 +284,17 @@ def test_a_student_from_other_inputs_is_retrained(tiny_hf_dir, tiny_data, tmp_pa
         "batch_size": 2,
         "max_new_tokens": 4,
     }
-    stage = train_mod.TrainStageConfig(("distilwhisper", "clsr"), tmp_path / "students", common)
-    train_mod.train_modes(stage)
+    stage = TrainStageConfig(("distilwhisper", "clsr"), tmp_path / "students", common)
+    train_modes(stage)
     trained = []
     real = train_mod.train_student
     monkeypatch.setattr(train_mod, "train_student", lambda cfg, inputs: trained.append(cfg.mode) or real(cfg, inputs))
-    train_mod.train_modes(stage)
+    train_modes(stage)
     assert trained == []  # up to date
     build_cache(
         CacheTeacherConfig(teacher=tiny_hf_dir, manifest=tiny_data["train"], out_dir=cache, top_k=4), force=True
     )
-    train_mod.train_modes(stage)
+    train_modes(stage)
     assert trained == ["distilwhisper"]
     record = json.loads((tmp_path / "students" / "distilwhisper" / "student.json").read_text())
     from pipeline.cache.reader import cache_fingerprint
@@ -361,7 +319,7 @@ def test_dev_decoding_reads_float32_encoder_outputs(tiny_hf_dir, tiny_data, tmp_
 def test_a_named_student_takes_its_mode_and_settings_and_windows_only_when_asked(tmp_path):
     from pipeline.data.manifest import load_manifest
     from pipeline.data.recordings import TimestampWindows, build_windows
-    from pipeline.student.train import TrainStageConfig, training_utterances
+    from pipeline.student.inputs import training_utterances
     from tests.conftest import write_tiny_manifest
 
     manifest = write_tiny_manifest(tmp_path / "prepared")

@@ -1,0 +1,118 @@
+"""TrainConfig: one student's training settings, checked together before anything loads.
+
+``pipeline.student.train.TrainStageConfig`` builds one per student from
+``params.yaml: train_student``; every other module of the stage reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.core.errors import DwPipeError
+from pipeline.models.clsr import GATE_INITS
+from pipeline.student.losses import KD_LOSSES
+from pipeline.student.model import CLSR_MODES, MODES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One student's training: its mode, inputs, output folder, optimiser, loss weights and dev decoding."""
+
+    mode: str
+    languages: tuple[str, ...]
+    base: Path
+    cache: Path
+    train: Path
+    dev: Path
+    out_dir: Path
+    keep_encoder_layers: tuple[int, ...] | None = None
+    keep_decoder_layers: tuple[int, ...] | None = None
+    clsr_encoder_layers: tuple[int, ...] = ()
+    clsr_decoder_layers: tuple[int, ...] = ()
+    freeze_encoder: bool = True
+    epochs: int = 10
+    max_steps: int = 0  # 0: epochs decide
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-4
+    # The gates' learning rate is lr x this (paper: 1). A gate starts undecided (G = 0 at the hard threshold)
+    # and Adam moves it ~lr per step, so in a short run it never leaves the threshold and the inference
+    # routing, 1[G >= 0], follows noise (README, "Gate learning rate").
+    gate_lr_scale: float = 1.0
+    beta2: float = 0.98
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # clip the global gradient norm (the HF Trainer default the official runs use); 0: off
+    ce_weight: float = 0.25
+    gate_weight: float = 0.25
+    kd_weight: float = 0.5
+    kd_loss: str = "js"
+    tail: str = "ghost"
+    temperature: float = 1.0
+    label_smoothing: float = 0.1
+    gate_budget: float = 0.5
+    skip_gate_prob: float = 0.2
+    expert_dropout: float = 0.3  # output dropout of the language experts (paper: 0.3)
+    gate_init: str = (
+        "official"  # pipeline.models.clsr: official (W1, w2 ~ N(0, 0.02), as the official runs start) | zero
+    )
+    baseline_kd: bool = False  # finetune / lora: add the KD term too
+    lora_r: int = 64
+    max_new_tokens: int = 225
+    eval_batch_size: int = 16
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    # Train on the manifest's timestamped windows too (train utterances joined, with segments:
+    # prepare_data.windows); false: on the plain utterances only, as without windows
+    timestamp_windows: bool = True
+    # Where frozen-encoder outputs are kept between stages and runs (pipeline/core/encoder_memo.py); None: not kept.
+    # Left out of settings_record: a stored output is what the encoder computes again.
+    encoder_memo: Path | None = None
+
+    def settings_record(self) -> dict:
+        """The settings that decide what training makes, as JSON values (student.json "training")."""
+        record = json.loads(json.dumps(asdict(self), default=str))
+        record.pop("encoder_memo")
+        return record
+
+    def check(self) -> None:
+        """Refuse impossible settings, every problem in one error."""
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode {self.mode!r} not in {MODES}")
+        if self.kd_loss not in KD_LOSSES:
+            problems.append(f"kd_loss {self.kd_loss!r} not in {tuple(KD_LOSSES)}")
+        if self.tail not in ("ghost", "renorm"):
+            problems.append(f"tail {self.tail!r} not in ('ghost', 'renorm')")
+        if self.mode in CLSR_MODES and not (self.clsr_encoder_layers or self.clsr_decoder_layers):
+            problems.append("CLSR modes need clsr_encoder_layers and/or clsr_decoder_layers")
+        if not self.languages:
+            problems.append("languages is empty")
+        if self.gate_lr_scale <= 0:
+            problems.append(f"gate_lr_scale must be positive, not {self.gate_lr_scale}")
+        if self.gate_init not in GATE_INITS:
+            problems.append(f"gate_init {self.gate_init!r} not in {GATE_INITS}")
+        if self.max_grad_norm < 0:
+            problems.append(f"max_grad_norm must be >= 0 (0: no clipping), not {self.max_grad_norm}")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be positive, not {self.temperature}")
+        if problems:
+            raise DwPipeError("train_student: " + "; ".join(problems))
+
+    @property
+    def uses_kd(self) -> bool:
+        return self.kd_weight > 0 and (
+            self.mode == "distilwhisper" or (self.mode in ("finetune", "lora") and self.baseline_kd)
+        )
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """(CE, gate budget, KD) weights for this mode."""
+        if self.mode == "clsr":
+            return 1.0, 1.0, 0.0
+        if self.mode == "distilwhisper":
+            return self.ce_weight, self.gate_weight, self.kd_weight
+        return (1.0, 0.0, 0.0) if not self.uses_kd else (self.ce_weight, 0.0, self.kd_weight)

@@ -1,0 +1,139 @@
+"""What a training run reads: its utterances, their targets, and the fingerprints that make a student stale.
+
+:func:`load_training_data` opens and checks everything before a model is
+built, so a wrong language or a stale teacher cache fails in one line, not
+after minutes of encoding. :func:`training_inputs` fingerprints the contents
+a student is made from (student.json "inputs"; checkpoints and finished
+students from other contents are not reused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.errors import DwPipeError
+from pipeline.core.fsutil import sha256_files
+from pipeline.data.manifest import Utterance, load_manifest
+from pipeline.models.forward import targets_of
+from pipeline.student.config import TrainConfig
+
+
+@dataclass
+class Example:
+    """A training utterance, its prompt and label token ids, and (from the cache) the teacher's top-k targets."""
+
+    utt: Utterance
+    prompt: list[int]
+    labels: list[int]
+    targets: object | None = None  # SparseTargets from the cache
+
+
+@dataclass
+class TrainingData:
+    """The tokenizer, feature extractor and teacher cache (KD modes; else None) of a run, and what it trains on."""
+
+    tokenizer: Any
+    extractor: Any
+    cache: Any
+    train_utts: list[Utterance]
+    dev_utts: list[Utterance]
+    examples: list[Example]
+
+
+def load_training_data(cfg: TrainConfig) -> TrainingData:
+    """Open the base's tokenizer and extractor, the teacher cache when the mode distils, both manifests; check
+    that they fit together (:func:`check_languages`, :func:`check_temperature`)."""
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
+    extractor = WhisperFeatureExtractor.from_pretrained(cfg.base)
+    cache = None
+    if cfg.uses_kd:
+        from pipeline.cache.reader import open_cache
+
+        cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
+    train_utts = training_utterances(cfg)
+    dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
+    check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
+    check_temperature(cfg, cache)
+    examples = examples_of(train_utts, tokenizer, cache)
+    return TrainingData(tokenizer, extractor, cache, train_utts, dev_utts, examples)
+
+
+def examples_of(utts: list[Utterance], tokenizer, cache) -> list[Example]:
+    """Prompt and labels of each utterance: the cache's (with the teacher's targets) when there is one."""
+    out = []
+    for u in utts:
+        if cache is not None:
+            t = cache.targets(u.id)
+            out.append(Example(u, list(t.prompt), t.labels.tolist(), t))
+        else:
+            out.append(Example(u, *targets_of(u, tokenizer)))
+    return out
+
+
+def training_utterances(cfg: TrainConfig) -> list[Utterance]:
+    """The train manifest's utterances of ``cfg.languages``; its timestamped windows only with timestamp_windows."""
+    return [
+        u for u in load_manifest(cfg.train) if u.language in cfg.languages and (cfg.timestamp_windows or not u.segments)
+    ]
+
+
+def training_inputs(cfg: TrainConfig) -> dict[str, str]:
+    """Content fingerprints of what a run reads: the base weights and tokenizer, both manifests, and the
+    teacher cache when the mode distils. A student or checkpoint made from other contents is stale, whatever
+    the paths say (a cache rebuilt with another top_k sits at the same path)."""
+    from pipeline.cache.reader import cache_fingerprint
+
+    for what, path in (("train manifest", cfg.train), ("dev manifest", cfg.dev)):
+        if not path.is_file():
+            raise DwPipeError(f"train_student: {what} {path} does not exist; run prepare_data first")
+    weights = sorted(cfg.base.glob("*.safetensors"))
+    if not weights:
+        raise DwPipeError(f"train_student: base {cfg.base} holds no .safetensors weights; run import_models first")
+    inputs = {
+        "base_weights_sha256": sha256_files(weights),
+        "base_tokenizer_sha256": sha256_files(sorted(cfg.base.glob("tokenizer*.json"))),
+        "train_manifest_sha256": sha256_files([cfg.train]),
+        "dev_manifest_sha256": sha256_files([cfg.dev]),
+    }
+    if cfg.uses_kd:
+        inputs["cache_sha256"] = cache_fingerprint(cfg.cache)
+    return inputs
+
+
+def check_languages(cfg: TrainConfig, tokenizer, train_utts: list[Utterance], dev_utts: list[Utterance], cache) -> None:
+    """Refuse, in one line, training languages the tokenizer has no token for, or that the manifests or the
+    teacher cache hold no utterance of (such a language would get untrained experts, or no dev choice)."""
+    unk = tokenizer.unk_token_id
+    unknown = [lang for lang in cfg.languages if tokenizer.convert_tokens_to_ids(f"<|{lang}|>") in (None, unk)]
+    if unknown:
+        raise DwPipeError(f"train_student: languages {unknown} have no language token in the tokenizer of {cfg.base}")
+    for what, path, utts in (("train", cfg.train, train_utts), ("dev", cfg.dev, dev_utts)):
+        absent = [lang for lang in cfg.languages if not any(u.language == lang for u in utts)]
+        if absent:
+            raise DwPipeError(f"train_student: the {what} manifest {path} has no utterance in {absent}")
+    if cache is not None:
+        missing = [u for u in train_utts if u.id not in cache]
+        if missing:
+            langs = sorted({u.language for u in missing})
+            raise DwPipeError(
+                f"train_student: {len(missing)} training utterances ({langs}; first: {missing[0].id}) are not in the "
+                f"teacher cache {cfg.cache}; rerun cache_teacher on {cfg.train}"
+            )
+
+
+def check_temperature(cfg: TrainConfig, cache) -> None:
+    """KD at the cache's temperature, or (renorm only) at another one by exact re-tempering of the stored top-k.
+
+    With the ghost bucket the mass outside the top-k cannot be re-tempered (the teacher's other logits are
+    unknown), so a mismatch there is refused."""
+    if cache is None:
+        return
+    stored = float(cache.content["identity"]["temperature"])
+    if stored != cfg.temperature and cfg.tail != "renorm":
+        raise DwPipeError(
+            f"train_student: temperature {cfg.temperature} differs from the cache's {stored} ({cfg.cache}); "
+            "train at the cache's temperature, use tail: renorm (re-tempered exactly), or rebuild the cache"
+        )
