@@ -39,7 +39,7 @@ from pipeline.core.config import load_section, read_params  # noqa: E402
 from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.evaluate.benchmark import PeakRSS  # noqa: E402
+from pipeline.evaluate.measure import PeakRSS  # noqa: E402
 from pipeline.models.decode import EncoderStore  # noqa: E402
 from pipeline.models.forward import topk_of  # noqa: E402
 from pipeline.report.docs import corpus_id, provenance  # noqa: E402

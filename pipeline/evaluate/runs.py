@@ -1,14 +1,16 @@
 """Benchmark runs, and the finished ones kept across an interruption.
 
 A :class:`Run` is one model's hypotheses on one dataset with what they
-cost. The benchmark decodes model after model for many minutes; each
-finished (model, compute type) is written at once to ``.NAME.partial/``
-beside the benchmark folder, with the fingerprint of everything that decided
-its hypotheses: the model's files, the manifests and their audio, the
-decoding settings, the teacher's tokenizer and feature-extractor files, the
-code of this package and the decoders' versions. A rerun takes a run from
-there only under the very same fingerprint, so a kill or Ctrl-C costs only
-the model in progress, and a stale run is decoded again, never reused.
+cost (:func:`with_copies` completes a student's with the untrained
+student's, where the two are the same model). The benchmark decodes model
+after model for many minutes; each finished (model, compute type) is
+written at once to ``.NAME.partial/`` beside the benchmark folder, with the
+fingerprint of everything that decided its hypotheses: the model's files,
+the manifests and their audio, the decoding settings, the teacher's
+tokenizer and feature-extractor files, the code of this package and the
+decoders' versions. A rerun takes a run from there only under the very same
+fingerprint, so a kill or Ctrl-C costs only the model in progress, and a
+stale run is decoded again, never reused.
 """
 
 from __future__ import annotations
@@ -52,9 +54,23 @@ class Run:
     mismatched_ids: frozenset[str] = frozenset()  # the longer decode's first max_new_tokens ids differ from the run's
     encoder_source: str = ""  # where a CTranslate2 run's encoder outputs came from, when not its own encoder
     # Hypotheses taken from the run ``copied_from`` ("model|compute_type"), which is the same model on them
-    # (a CLSR student on languages without experts is its untrained base: pipeline.evaluate.benchmark.stand_in_languages).
+    # (a CLSR student on languages without experts is its untrained base: pipeline.evaluate.matrix.stand_in_languages).
     copied_ids: frozenset[str] = frozenset()
     copied_from: str = ""
+
+
+def with_copies(run: Run, utts: list[Utterance], source: Run | None, source_key: str) -> Run:
+    """``run`` (decoded on part of ``utts``) completed with ``source``'s hypotheses on the rest, in ``utts``' order."""
+    if source is None or len(run.utts) == len(utts):
+        return run
+    mine = {u.id: (h, c) for u, h, c in zip(run.utts, run.hyps, run.capped or [None] * len(run.utts))}
+    theirs = {u.id: (h, c) for u, h, c in zip(source.utts, source.hyps, source.capped or [None] * len(source.utts))}
+    pairs = [mine[u.id] if u.id in mine else theirs[u.id] for u in utts]
+    run.copied_ids = frozenset(u.id for u in utts if u.id not in mine)
+    run.copied_from = source_key
+    run.utts, run.hyps = list(utts), [h for h, _ in pairs]
+    run.capped = [bool(c) for _, c in pairs] if all(c is not None for _, c in pairs) else None
+    return run
 
 
 def run_record(run: Run) -> dict:

@@ -6,7 +6,7 @@ matches, totals and lengths), which is how sacrebleu computes it and how its
 own ``n_bootstrap`` resamples. Here the sentences are resampled with a
 seeded generator, and a paired interval compares two systems on the same
 resampled sentences (the same resampling scheme as the error-rate intervals
-of :func:`pipeline.evaluate.benchmark.bootstrap_ci`). Default settings: chrF (char
+of :func:`pipeline.evaluate.rows.bootstrap_ci`). Default settings: chrF (char
 order 6, word order 0, beta 2), BLEU with the 13a tokeniser and exponential
 smoothing, case kept; the signatures are recorded with the scores.
 """

@@ -21,8 +21,9 @@ from pipeline.core import machine
 from pipeline.core.encoder_memo import key_digest
 from pipeline.core.machine import compute_identity
 from pipeline.data.manifest import Utterance, load_manifest
-from pipeline.evaluate import benchmark
-from pipeline.evaluate.benchmark import BenchmarkConfig, SharedEncodings, run_benchmark
+from pipeline.evaluate import shared_encodings
+from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
+from pipeline.evaluate.shared_encodings import SharedEncodings
 from pipeline.models.decode import EncoderStore
 from pipeline.models.forward import features_for
 from pipeline.student.config import TrainConfig
@@ -192,8 +193,8 @@ def test_ct2_float32_decodes_from_the_transformers_outputs_only_when_its_encoder
         else:
             assert row["encoder_source"] is None, row  # int8 encodes for itself; PyTorch rows are transformers'
 
-    monkeypatch.setattr(benchmark, "SAME_ENCODER_TOLERANCE", -1.0)  # no encoder reproduces anything
-    with caplog.at_level(logging.WARNING, logger="pipeline.evaluate.benchmark"):
+    monkeypatch.setattr(shared_encodings, "SAME_ENCODER_TOLERANCE", -1.0)  # no encoder reproduces anything
+    with caplog.at_level(logging.WARNING, logger="pipeline.evaluate.shared_encodings"):
         own = _bench(tiny_hf_dir, bench_inputs, tmp_path / "own", tmp_path / "memo")
     assert "differs from the transformers one" in caplog.text
     assert all(row["encoder_source"] is None for row in own["rows"].values())

@@ -251,7 +251,7 @@ def test_a_clsr_student_takes_the_untrained_hypotheses_where_it_has_no_expert(ti
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     from pipeline.data.manifest import load_manifest
-    from pipeline.evaluate.benchmark import eval_namespace, stand_in_languages
+    from pipeline.evaluate.matrix import eval_namespace, stand_in_languages
     from pipeline.student.model import StudentSpec, build_student, load_student
 
     student = _decoder_expert_student(tiny_hf_dir, tmp_path / "student")

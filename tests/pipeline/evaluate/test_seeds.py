@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.core.errors import DwPipeError
 from pipeline.core.scoring import Counts
-from pipeline.evaluate.benchmark import bootstrap_ci
+from pipeline.evaluate.rows import bootstrap_ci
 from pipeline.evaluate.seeds import (
     CountMatrix,
     count_matrix,
