@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cache.build import CacheMismatchError, CacheTeacherConfig, build_cache
 from pipeline.cache import build as cache_mod
+from pipeline.cache.build import CacheMismatchError, CacheTeacherConfig, build_cache
 from pipeline.cache.reader import CacheError, cache_info, open_cache, verify_cache
 from pipeline.cli import app
 from pipeline.data.manifest import load_manifest

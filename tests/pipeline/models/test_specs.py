@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.models import specs as models
 from pipeline.models.specs import (
     ImportModelsConfig,
     ModelSpec,
@@ -18,7 +19,6 @@ from pipeline.models.specs import (
     materialize,
     parse_model_spec,
 )
-from pipeline.models import specs as models
 
 
 def test_parse_kinds(tiny_hf_dir, tiny_ct2):
