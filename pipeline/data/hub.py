@@ -222,7 +222,6 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[lis
     import datasets
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-
     names = {name: code for code, name in LANGUAGES.items()}
     unknown = sorted(set(cfg.select) - set(cfg.splits))
     if unknown:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
+from pipeline.core.fsutil import atomic_dir
 from pipeline.core.scoring import Counts, count_errors, metric_for, normalize
 from pipeline.data.audio import read_wav
 from pipeline.data.recordings import WINDOW_SECONDS, read_recordings
@@ -104,9 +105,6 @@ def run_longform(cfg: LongformConfig) -> dict:
     # Each model's worker threads seed their generator from this when they first sample (the generator is
     # thread-local in CTranslate2), so a model's draws depend only on the seed and the order of its calls.
     ctranslate2.set_random_seed(cfg.seed)
-
-    from pipeline.core.fsutil import atomic_dir
-
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     unknown = sorted(set(cfg.settings) - set(SETTINGS))
     if unknown:
@@ -114,9 +112,26 @@ def run_longform(cfg: LongformConfig) -> dict:
     recordings = read_recordings(cfg.manifest)
     if not recordings:
         log.warning("%s holds no recording (prepare_data.longform is not set): no long-form rows", cfg.manifest)
-    root = cfg.manifest.parent
-    audio = {r["id"]: read_wav(root / r["audio"]) for r in recordings}
+    audio = {r["id"]: read_wav(cfg.manifest.parent / r["audio"]) for r in recordings}
     rows, hyps = [], []
+    for folder, info, name, mine in _models(cfg, recordings):
+        model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
+                             cpu_threads=int(setting_env["threads"]))  # fmt: skip
+        for setting in cfg.settings:
+            for lang in sorted({r["language"] for r in mine}):
+                recs = [r for r in mine if r["language"] == lang]
+                row, lines = _language_row(model, name, info, setting, lang, recs, audio, cfg.loop_ratio)
+                rows.append(row)
+                hyps += lines
+        del model
+    extra = {"settings": list(cfg.settings), "loop_ratio": cfg.loop_ratio, "ct2_setting": setting_env}
+    _write_outputs(cfg.out_dir, rows, hyps, extra)
+    return {"rows": len(rows)}
+
+
+def _models(cfg: LongformConfig, recordings: list[dict]):
+    """(folder, quantize.json, model name, its recordings) for each CTranslate2 model of the configured types that
+    has recordings of its language (an export serves only its own language)."""
     folders = sorted(p for p in cfg.ct2_dir.glob("*") if (p / "quantize.json").is_file())
     if not folders:
         raise DwPipeError(f"{cfg.ct2_dir}: no CTranslate2 models (run quantize first)")
@@ -128,61 +143,63 @@ def run_longform(cfg: LongformConfig) -> dict:
         only = json.loads(export.read_text())["language"] if export.is_file() else None
         name = "ct2:" + folder.name[: -len(info["requested_compute_type"]) - 1]
         mine = [r for r in recordings if only is None or r["language"] == only]
-        if not mine:
-            continue
-        model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
-                             cpu_threads=int(setting_env["threads"]))  # fmt: skip
-        for setting in cfg.settings:
-            for lang in sorted({r["language"] for r in mine}):
-                total, start_errors, stretches, loops, empties, seconds, length = Counts(), [], 0, 0, 0, 0.0, 0.0
-                for r in (r for r in mine if r["language"] == lang):
-                    begin = time.perf_counter()
-                    segments = transcribe(model, audio[r["id"]], lang, setting)
-                    seconds += time.perf_counter() - begin
-                    length += r["duration"]
-                    scored = score_recording(r, segments, cfg.loop_ratio)
-                    total += scored["counts"]
-                    start_errors += scored["start_errors"]
-                    stretches, loops, empties = (stretches + scored["stretches"], loops + scored["loops"],
-                                                 empties + scored["empties"])  # fmt: skip
-                    hyps.append({"model": name, "compute_type": info["requested_compute_type"], "setting": setting,
-                                 "id": r["id"], "language": lang,
-                                 "segments": [{"start": s, "end": e, "text": t} for s, e, t in segments]})  # fmt: skip
-                found = [e for e in start_errors if math.isfinite(e)]
-                rows.append(
-                    {
-                        "model": name,
-                        "compute_type": info["requested_compute_type"],
-                        "effective_compute_type": info["effective_compute_type"],
-                        "dataset": "longform",
-                        "setting": setting,
-                        "language": lang,
-                        "recordings": sum(1 for r in mine if r["language"] == lang),
-                        "audio_seconds": round(length, 2),
-                        "metric": metric_for(lang),
-                        "ref_units": total.ref_units,
-                        "error_rate": round(total.rate, 4),
-                        "insertions": total.insertions,
-                        "deletions": total.deletions,
-                        "substitutions": total.substitutions,
-                        "segments": len(start_errors),
-                        "start_error_mean_s": round(float(np.mean(found)), 3) if found else None,
-                        "start_error_median_s": round(float(np.median(found)), 3) if found else None,
-                        "stretches": stretches,
-                        "loop_stretches": loops,
-                        "empty_stretches": empties,
-                        "decode_seconds": round(seconds, 2),
-                        "rtfx": round(length / seconds, 2) if seconds else None,
-                    }
-                )
-                log.info("%s|%s %s on %s: %s %.1f %%, %d/%d stretches loop, %d empty, %.1f s", name,
-                         info["requested_compute_type"], setting, lang, rows[-1]["metric"], 100 * total.rate, loops,
-                         stretches, empties, seconds)  # fmt: skip
-        del model
-    with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        extra = {"settings": list(cfg.settings), "loop_ratio": cfg.loop_ratio, "ct2_setting": setting_env}
+        if mine:
+            yield folder, info, name, mine
+
+
+def _language_row(model, name: str, info: dict, setting: str, lang: str, recs: list[dict], audio: dict,
+                  loop_ratio: float) -> tuple[dict, list[dict]]:  # fmt: skip
+    """One model's metrics row for one setting and language, and its hypothesis lines."""
+    total, start_errors, stretches, loops, empties, seconds, length = Counts(), [], 0, 0, 0, 0.0, 0.0
+    hyps = []
+    for r in recs:
+        begin = time.perf_counter()
+        segments = transcribe(model, audio[r["id"]], lang, setting)
+        seconds += time.perf_counter() - begin
+        length += r["duration"]
+        scored = score_recording(r, segments, loop_ratio)
+        total += scored["counts"]
+        start_errors += scored["start_errors"]
+        stretches, loops, empties = (stretches + scored["stretches"], loops + scored["loops"],
+                                     empties + scored["empties"])  # fmt: skip
+        hyps.append({"model": name, "compute_type": info["requested_compute_type"], "setting": setting,
+                     "id": r["id"], "language": lang,
+                     "segments": [{"start": s, "end": e, "text": t} for s, e, t in segments]})  # fmt: skip
+    found = [e for e in start_errors if math.isfinite(e)]
+    row = {
+        "model": name,
+        "compute_type": info["requested_compute_type"],
+        "effective_compute_type": info["effective_compute_type"],
+        "dataset": "longform",
+        "setting": setting,
+        "language": lang,
+        "recordings": len(recs),
+        "audio_seconds": round(length, 2),
+        "metric": metric_for(lang),
+        "ref_units": total.ref_units,
+        "error_rate": round(total.rate, 4),
+        "insertions": total.insertions,
+        "deletions": total.deletions,
+        "substitutions": total.substitutions,
+        "segments": len(start_errors),
+        "start_error_mean_s": round(float(np.mean(found)), 3) if found else None,
+        "start_error_median_s": round(float(np.median(found)), 3) if found else None,
+        "stretches": stretches,
+        "loop_stretches": loops,
+        "empty_stretches": empties,
+        "decode_seconds": round(seconds, 2),
+        "rtfx": round(length / seconds, 2) if seconds else None,
+    }
+    log.info("%s|%s %s on %s: %s %.1f %%, %d/%d stretches loop, %d empty, %.1f s", name,
+             info["requested_compute_type"], setting, lang, row["metric"], 100 * total.rate, loops, stretches,
+             empties, seconds)  # fmt: skip
+    return row, hyps
+
+
+def _write_outputs(out_dir: Path, rows: list[dict], hyps: list[dict], extra: dict) -> None:
+    """metrics.json and hypotheses.jsonl, both or neither (atomic folder)."""
+    with atomic_dir(out_dir, overwrite=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps({"rows": rows, **extra}, indent=1, ensure_ascii=False) + "\n")
         with open(tmp / "hypotheses.jsonl", "w", encoding="utf-8") as handle:
             for h in hyps:
                 handle.write(json.dumps(h, ensure_ascii=False) + "\n")
-    return {"rows": len(rows)}
