@@ -235,10 +235,11 @@ def record_run_cmd(
     data: Annotated[Path, typer.Option(help="The finished run's data folder.")] = Path("data"),
     logs: Annotated[Path | None, typer.Option(help="Its logs folder (default: beside DATA).")] = None,
     params: Annotated[Path | None, typer.Option(help="Its params.yaml (default: beside DATA).")] = None,
+    note: Annotated[str, typer.Option(help="The run's conditions, shown with its time (e.g. other load).")] = "",
 ) -> None:
     """Record a finished run for the docs: headline numbers, stage times, data identity."""
     from pipeline.report.record_run import record_run
 
     run = data.resolve().parent
-    record = record_run(data, logs or run / "logs", params or run / "params.yaml", out)
+    record = record_run(data, logs or run / "logs", params or run / "params.yaml", out, note)
     typer.echo(f"wrote {out} ({len(record['rows'])} rows, {record['times']['total_seconds']:.0f} s of stages)")

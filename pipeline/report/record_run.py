@@ -142,7 +142,7 @@ def run_revision(root: Path) -> str:
     return revision
 
 
-def run_record(data: Path, logs: Path, params_path: Path) -> dict:
+def run_record(data: Path, logs: Path, params_path: Path, note: str = "") -> dict:
     """The compact record of the finished run whose outputs are under ``data`` (see the module docstring)."""
     if not params_path.is_file():
         raise DocsError(f"{params_path} is missing; record the run from the folder dvc repro ran in (--params)")
@@ -168,6 +168,7 @@ def run_record(data: Path, logs: Path, params_path: Path) -> dict:
             },
         },
         "machine": machine(),  # where record-run ran: the run's own machine when recorded right after it
+        "note": note,  # the run's conditions a reader of its times should know (another load on the machine, ...)
         "targets": metrics.get("target_languages") or params.get("benchmark", {}).get("target_languages", []),
         "roles": {
             "distilwhisper": report.get("main_student", "student-distilwhisper"),
@@ -185,9 +186,9 @@ def run_record(data: Path, logs: Path, params_path: Path) -> dict:
     }
 
 
-def record_run(data: Path, logs: Path, params: Path, out: Path) -> dict:
+def record_run(data: Path, logs: Path, params: Path, out: Path, note: str = "") -> dict:
     """Write :func:`run_record` to ``out`` (a temporary name, then renamed into place); returns the record."""
-    record = run_record(data, logs, params)
+    record = run_record(data, logs, params, note)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record

@@ -312,7 +312,7 @@ def time_line(run: dict) -> list[str]:
     return [
         f"Measured: `make repro` took **{times['total_seconds'] / 60:.0f} min** ({times['total_seconds']:.0f} s, the sum "
         f"of its stage times) on {m.get('cores', '?')} cores of an {m.get('cpu', '?')}, {run['provenance']['date']} "
-        "(stages: [performance.md](docs/performance.md))."
+        "(stages: [performance.md](docs/performance.md))." + (f" {run['note']}" if run.get("note") else "")
     ]
 
 

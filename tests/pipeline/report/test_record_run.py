@@ -110,10 +110,12 @@ def test_a_failed_write_leaves_the_recorded_file_as_it_was(run, tmp_path, monkey
 
 def test_cli_records_from_the_run_folder_and_docs_still_renders(run, tmp_path):
     out = tmp_path / "docs" / "results" / "default-run.json"
-    result = CliRunner().invoke(app, ["docs", "record-run", "--data", str(run), "--out", str(out)])
+    args = ["docs", "record-run", "--data", str(run), "--out", str(out), "--note", "Tests ran beside it."]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "13 rows, 1800 s of stages" in result.output
     assert json.loads(out.read_text())["times"]["total_seconds"] == 1800.0
+    assert json.loads(out.read_text())["note"] == "Tests ran beside it."
     (tmp_path / "README.md").write_text("# nothing rendered\n")
     (tmp_path / "params.yaml").write_text((run.parent / "params.yaml").read_text())
     checked = CliRunner().invoke(app, ["docs", "--check", "--root", str(tmp_path)])

@@ -114,6 +114,10 @@ def test_stages_and_the_readme_time_line(run):
         "Measured: `make repro` took **30 min** (1800 s, the sum of its stage times) on 2 cores of an AMD EPYC, "
         "1970-01-01 (stages: [performance.md](docs/performance.md))."
     ]
+    run["note"] = "Other work shared the machine."
+    assert t.time_line(run)[0].endswith(
+        "(stages: [performance.md](docs/performance.md)). Other work shared the machine."
+    )
 
 
 def test_every_table_ends_with_where_it_came_from(run):
