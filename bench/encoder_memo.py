@@ -63,7 +63,7 @@ def main() -> None:
     import ctranslate2
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline.core.encoder_memo import EncoderMemo, encoder_identity
+    from pipeline.core.encoder_memo import memo_for
     from pipeline.models import decode
     from pipeline.models.decode import EncoderStore
     from pipeline.student.model import StudentSpec, build_student
@@ -121,10 +121,10 @@ def main() -> None:
             lambda ns=ns: decode.greedy_token_ids(student, utts, store, tokenizer, ns), n
         )
     with tempfile.TemporaryDirectory() as tmp:
-        memo = EncoderMemo(Path(tmp), encoder_identity(student), "cpu:torch.float32", extractor)
+        memo = memo_for(Path(tmp), student, extractor)  # the key the pipeline uses (machine and versions too)
         for u, h in zip(utts, hidden):
             memo.save(prepared / u.audio, h)
-        memo = EncoderMemo(Path(tmp), encoder_identity(student), "cpu:torch.float32", extractor)  # a cold lookup
+        memo = memo_for(Path(tmp), student, extractor)  # a cold lookup
         results["memo: load one kept output"] = per_utterance(lambda: [memo.load(prepared / u.audio) for u in utts], n)
 
     width = max(len(k) for k in results)
