@@ -13,9 +13,12 @@ from that file's JSON, and the data the table *claims* to describe
 ``provenance`` object: the ``command`` that made it, the ``code`` revision,
 and ``data``, the identity of what it measured. A table whose result file is
 missing, has no provenance, or was made from other data than it claims is an
-error, never a silently kept table. A claim of :data:`CURRENT` means "the data
-today's params.yaml and code make": the table goes stale, and rendering fails,
-when the corpus settings or the cache format change until it is re-measured.
+error, never a silently kept table. A claim of :data:`CURRENT` means "what
+today's params.yaml, code and dvc.lock stand for" (:func:`current_identity`):
+the default run's tables claim its corpus, cache format, whole params.yaml and
+the benchmark outputs the committed dvc.lock records, so a changed setting, or
+a re-run after a code change, makes rendering fail until the run is recorded
+again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 from pipeline.cache.format import FORMAT_VERSION
 from pipeline.core.config import read_params
@@ -55,9 +60,36 @@ def corpus_id(prepare_data: Mapping) -> str:
     return "params:" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def params_id(params: Mapping) -> str:
+    """Every setting of a run: a digest of the whole params.yaml (a changed lr makes the run's tables stale)."""
+    return corpus_id(params)
+
+
+# The run outputs the default run's tables are made of, by the short name a result file records them under.
+RUN_OUTPUTS = {"bench": "data/bench/metrics.json", "longform": "data/longform/metrics.json"}
+
+
+def locked_outputs(lock: Path) -> dict[str, str | None]:
+    """The md5 (first 12 hex digits) that ``lock`` (a dvc.lock) records for each of :data:`RUN_OUTPUTS`: the
+    committed dvc.lock ties them to the code and inputs that made them, so a re-run with other code or data moves
+    them and the tables made from the old outputs go stale."""
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {}) if lock.is_file() else {}
+    md5 = {o["path"]: o.get("md5") for s in stages.values() for o in s.get("outs", [])}
+    return {name: (md5.get(path) or "")[:12] or None for name, path in RUN_OUTPUTS.items()}
+
+
 def current_identity(root: Path) -> dict[str, object]:
-    """The data identity today's params.yaml and code make: what a :data:`CURRENT` claim stands for."""
-    return {"corpus": corpus_id(read_params(root / "params.yaml")["prepare_data"]), "cache_format": FORMAT_VERSION}
+    """What today's params.yaml, code and dvc.lock stand for: the values a :data:`CURRENT` claim resolves to.
+
+    ``corpus``: the prepare_data section; ``cache_format``: the code's cache format; ``params``: the whole
+    params.yaml; ``outputs``: the run outputs the committed dvc.lock records."""
+    params = read_params(root / "params.yaml")
+    return {
+        "corpus": corpus_id(params["prepare_data"]),
+        "cache_format": FORMAT_VERSION,
+        "params": params_id(params),
+        "outputs": locked_outputs(root / "dvc.lock"),
+    }
 
 
 def code_revision(root: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.core.config import read_params
 from pipeline.core.fsutil import atomic_write_text
 from pipeline.core.machine import machine
-from pipeline.report.docs import DocsError, code_revision, corpus_id
+from pipeline.report.docs import DocsError, code_revision, corpus_id, locked_outputs, params_id
 
 ROW_KEYS = ("n_utterances", "ref_units", "metric", "error_rate", "insertions", "max_new_tokens", "capped", "ci95")
 DELTA_KEYS = ("reference", "reference_error_rate", "delta", "delta_ci95", "copied_from_untrained")
@@ -163,6 +163,8 @@ def run_record(data: Path, logs: Path, params_path: Path, note: str = "") -> dic
             "date": times["finished"],
             "data": {
                 "corpus": corpus_id(params["prepare_data"]),
+                "params": params_id(params),
+                "outputs": locked_outputs(params_path.parent / "dvc.lock"),
                 "cache_format": formats[0] if len(formats) == 1 else formats,
                 "cache": {name: c["identity_sha256"][:16] for name, c in caches.items()},
             },

@@ -16,7 +16,7 @@ from pipeline.core.languages import by_resource_level
 from pipeline.report.docs import CURRENT, DocTable, markdown_table
 
 RUN = "docs/results/default-run.json"
-TODAY = {"corpus": CURRENT, "cache_format": CURRENT}
+TODAY = {"corpus": CURRENT, "cache_format": CURRENT, "params": CURRENT, "outputs": CURRENT}
 
 
 def pct(rate: float) -> str:
@@ -37,6 +37,8 @@ def _describe(data: dict) -> str:
             parts.append(f"{data['corpus_name']} (`{value}`)" if data.get("corpus_name") else f"corpus `{value}`")
         elif key == "cache_format":
             parts.append(f"teacher cache format {value}")
+        elif key == "params":
+            parts.append(f"params.yaml `{value}`")
         elif isinstance(value, dict):
             parts.append(f"{key.replace('_', ' ')} " + ", ".join(f"{k} `{v}`" for k, v in value.items()))
         else:
@@ -310,8 +312,8 @@ def time_line(run: dict) -> list[str]:
     """README: the main job's measured time, one line."""
     times, m = run["times"], run["machine"]
     return [
-        f"Measured: `make repro` took **{times['total_seconds'] / 60:.0f} min** ({times['total_seconds']:.0f} s, the sum "
-        f"of its stage times) on {m.get('cores', '?')} cores of an {m.get('cpu', '?')}, {run['provenance']['date']} "
+        f"Measured: the stages of `make repro` took **{times['total_seconds'] / 60:.0f} min** in all "
+        f"({times['total_seconds']:.0f} s, the sum of the stage times) on {m.get('cores', '?')} cores of an {m.get('cpu', '?')}, {run['provenance']['date']} "
         "(stages: [performance.md](docs/performance.md))." + (f" {run['note']}" if run.get("note") else "")
     ]
 

@@ -42,7 +42,11 @@ def repo(tmp_path) -> Path:
     return tmp_path
 
 
-TABLES = {"rates": DocTable("results.json", _rates, {"corpus": CURRENT, "cache_format": CURRENT})}
+TABLES = {
+    "rates": DocTable(
+        "results.json", _rates, {"corpus": CURRENT, "cache_format": CURRENT, "params": CURRENT, "outputs": CURRENT}
+    )
+}
 
 
 def test_render_writes_the_table_and_check_then_passes(repo):
@@ -68,6 +72,29 @@ def test_a_result_of_another_corpus_than_today_is_an_error(repo):
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("prepare_data:", "prepare_data:\n  seed_note_for_test: 1", 1))
     with pytest.raises(DocsError, match="table rates: results.json was made from corpus"):
+        render_docs(repo, TABLES, check=True)
+
+
+def test_another_setting_than_today_is_an_error(repo):
+    """Not only the corpus: a result made under another lr (any params.yaml value) no longer describes today."""
+    params = (repo / "params.yaml").read_text()
+    assert "  lr: " in params
+    (repo / "params.yaml").write_text(params.replace("  lr: ", "  lr: 0.5 #", 1))
+    with pytest.raises(DocsError, match="table rates: results.json was made from params"):
+        render_docs(repo, TABLES, check=True)
+
+
+def test_outputs_other_than_the_committed_dvc_lock_records_are_an_error(repo):
+    """A re-run (after a code change, say) records new outputs in dvc.lock: tables made from the old ones go stale."""
+    lock = "stages:\n  benchmark:\n    outs:\n    - path: data/bench/metrics.json\n      md5: {}\n"
+    (repo / "dvc.lock").write_text(lock.format("0123456789abcdef"))
+    result = json.loads((repo / "results.json").read_text())
+    result["provenance"]["data"] = current_identity(repo)
+    assert result["provenance"]["data"]["outputs"] == {"bench": "0123456789ab", "longform": None}
+    (repo / "results.json").write_text(json.dumps(result))
+    render_docs(repo, TABLES)
+    (repo / "dvc.lock").write_text(lock.format("fedcba9876543210"))
+    with pytest.raises(DocsError, match="was made from outputs"):
         render_docs(repo, TABLES, check=True)
 
 

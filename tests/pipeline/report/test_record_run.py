@@ -25,11 +25,15 @@ def _record(data: Path, out: Path) -> dict:
 
 
 def test_the_record_keeps_the_cells_the_docs_show(run, tmp_path):
+    lock = "stages:\n  benchmark:\n    outs:\n    - path: data/bench/metrics.json\n      md5: 00112233445566778899\n"
+    (run.parent / "dvc.lock").write_text(lock)
     record = _record(run, tmp_path / "out" / "default-run.json")
     assert json.loads((tmp_path / "out" / "default-run.json").read_text()) == record
     assert record["provenance"]["command"] == "make repro"
     assert record["provenance"]["data"] == {
         "corpus": corpus_id(PARAMS["prepare_data"]),
+        "params": corpus_id(PARAMS),
+        "outputs": {"bench": "001122334455", "longform": None},  # as the run's dvc.lock records them
         "cache_format": 3,
         "cache": {"whisper-base": "0123456789abcdef"},
     }

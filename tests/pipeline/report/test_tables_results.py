@@ -111,7 +111,7 @@ def test_stages_and_the_readme_time_line(run):
         "From the first stage's start to the last one's end: 1900 s (31.7 min); AMD EPYC (25/17/1), 2 cores.",
     ]
     assert t.time_line(run) == [
-        "Measured: `make repro` took **30 min** (1800 s, the sum of its stage times) on 2 cores of an AMD EPYC, "
+        "Measured: the stages of `make repro` took **30 min** in all (1800 s, the sum of the stage times) on 2 cores of an AMD EPYC, "
         "1970-01-01 (stages: [performance.md](docs/performance.md))."
     ]
     run["note"] = "Other work shared the machine."
@@ -126,7 +126,8 @@ def test_every_table_ends_with_where_it_came_from(run):
     assert lines[-2:] == [
         "",
         f"Made by `make repro` at commit `abc1234` (2026-12-06), `docs/results/default-run.json`: corpus "
-        f"`{run['provenance']['data']['corpus']}`; teacher cache format 3; cache whisper-base `0123456789abcdef`.",
+        f"`{run['provenance']['data']['corpus']}`; params.yaml `{run['provenance']['data']['params']}`; outputs bench "
+        "`None`, longform `None`; teacher cache format 3; cache whisper-base `0123456789abcdef`.",
     ]
 
 
@@ -141,9 +142,10 @@ def test_a_run_without_translate_set_or_longform_says_so(run):
     assert t.longform(run) == ["This run has no long-form recordings (no longform stage)."]
 
 
-def test_the_default_run_tables_claim_today_s_corpus_and_cache_format():
+def test_the_default_run_tables_claim_today_s_corpus_cache_format_settings_and_outputs():
     assert {name: table.claims for name, table in t.TABLES.items()} == {
-        name: {"corpus": t.CURRENT, "cache_format": t.CURRENT} for name in t.TABLES
+        name: {"corpus": t.CURRENT, "cache_format": t.CURRENT, "params": t.CURRENT, "outputs": t.CURRENT}
+        for name in t.TABLES
     }
     assert {table.result for table in t.TABLES.values()} == {"docs/results/default-run.json"}
 
