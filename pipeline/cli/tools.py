@@ -102,7 +102,7 @@ def memo_info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Say what the encoder memo holds: outputs and bytes per key and per machine identity, and which is this one."""
-    from pipeline.core.encoder_memo import memo_info
+    from pipeline.core.memo_cleanup import memo_info
 
     info = memo_info(_memo_folder(folder, params))
     if as_json:
@@ -134,7 +134,7 @@ def memo_prune_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")] = False,
 ) -> None:
     """Delete the encoder memo's keys this machine would not hit: other machines', other library versions', older."""
-    from pipeline.core.encoder_memo import prune_memo
+    from pipeline.core.memo_cleanup import prune_memo
 
     done = prune_memo(_memo_folder(folder, params), keep_current=keep_current, dry_run=dry_run)
     for name in done["removed"]:

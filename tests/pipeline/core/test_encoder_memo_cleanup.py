@@ -15,9 +15,10 @@ import pytest
 import torch
 from transformers import WhisperFeatureExtractor
 
-from pipeline.core import encoder_memo
-from pipeline.core.encoder_memo import EncoderMemo, key_digest, memo_entries, memo_info, prune_memo
+from pipeline.core import encoder_memo, memo_cleanup
+from pipeline.core.encoder_memo import EncoderMemo, key_digest
 from pipeline.core.machine import compute_identity
+from pipeline.core.memo_cleanup import memo_entries, memo_info, prune_memo
 
 HERE = json.loads(json.dumps(compute_identity(torch.device("cpu"))))
 OTHER = {**HERE, "cpu_id": "23/1/2", "isa": ["avx", "avx2"]}  # an AVX2-only CPU of the same name
@@ -92,12 +93,32 @@ def test_prune_keeps_this_machines_keys_and_a_dry_run_deletes_nothing(filled, au
     assert list(root.iterdir()) == []
 
 
+def test_prune_touches_only_key_folders(filled, tmp_path):
+    """Pointed at the wrong folder (data/ instead of data/encoder-memo), prune deletes nothing that is not a key."""
+    root = filled["a"].parent
+    (root / "models" / "whisper-base").mkdir(parents=True)
+    (root / "models" / "whisper-base" / "config.json").write_text("{}")
+    (root / "0123456789abcdef0123456").mkdir()  # 23 hex digits: not a key's name either
+    assert prune_memo(root, keep_current=False)["removed"] == sorted(p.name for p in filled.values())
+    assert sorted(p.name for p in root.iterdir()) == ["0123456789abcdef0123456", "models"]
+    assert (root / "models" / "whisper-base" / "config.json").is_file()
+
+
+def test_a_doomed_keys_leftovers_are_counted_once(filled):
+    root = filled["a"].parent
+    stale = filled["other"] / ".tmp-stale.npy"
+    stale.write_bytes(b"x" * 100)
+    hours_ago = time.time() - 2 * memo_cleanup.LEFTOVER_AGE_S
+    os.utime(stale, (hours_ago, hours_ago))
+    assert prune_memo(root, dry_run=True)["bytes"] == _bytes(filled["other"]) + _bytes(filled["old"])
+
+
 def test_prune_removes_leftovers_of_killed_writers_but_not_a_running_ones(filled):
     root = filled["a"].parent
     stale, fresh = filled["a"] / ".tmp-stale.npy", filled["a"] / ".tmp-fresh.npy"
     stale.write_bytes(b"x" * 100)
     fresh.write_bytes(b"y" * 10)
-    hours_ago = time.time() - 2 * encoder_memo.LEFTOVER_AGE_S
+    hours_ago = time.time() - 2 * memo_cleanup.LEFTOVER_AGE_S
     os.utime(stale, (hours_ago, hours_ago))
     assert memo_info(root)["leftovers"] == 1
     freed = 100 + _bytes(filled["other"]) + _bytes(filled["old"])
@@ -116,10 +137,10 @@ def test_a_prune_killed_midway_leaves_no_key_half_there(filled, audio, monkeypat
         next(Path(path).glob("*.npy")).unlink()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(encoder_memo.shutil, "rmtree", killed)
+    monkeypatch.setattr(memo_cleanup.shutil, "rmtree", killed)
     with pytest.raises(KeyboardInterrupt):
         prune_memo(root)
-    monkeypatch.setattr(encoder_memo.shutil, "rmtree", real_rmtree)
+    monkeypatch.setattr(memo_cleanup.shutil, "rmtree", real_rmtree)
     assert not filled["other"].exists()  # the key went whole, at once, before any file did
     assert filled["other"].name not in [e.name for e in memo_entries(root, [HERE])]
     reader = _memo(root, "enc-a", OTHER)  # the other machine reading now: misses, never a part of its key
