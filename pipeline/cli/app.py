@@ -60,6 +60,13 @@ app = typer.Typer(
 )
 
 
+def command_group(name: str, help: str, **options: Any) -> typer.Typer:
+    """A ``dw-pipe NAME ...`` command group, registered on the app, listing its commands' summaries whole."""
+    group = typer.Typer(help=help, rich_markup_mode=PLAIN_HELP, cls=FullSummaries, **options)
+    app.add_typer(group, name=name)
+    return group
+
+
 @app.callback()
 def main_callback(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",

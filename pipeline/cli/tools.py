@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import PLAIN_HELP, FullSummaries, app, user_errors
+from pipeline.cli.app import app, command_group, user_errors
 from pipeline.core.config import DEFAULT_PARAMS, load_section
 
 
@@ -29,12 +29,7 @@ def import_ct2_cmd(
     )
 
 
-cache_app = typer.Typer(
-    help="Inspect and check teacher caches.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP, cls=FullSummaries
-)
-
-
-app.add_typer(cache_app, name="cache")
+cache_app = command_group("cache", "Inspect and check teacher caches.", no_args_is_help=True)
 
 
 @cache_app.command("info")
@@ -81,15 +76,9 @@ def cache_decode_cmd(
     typer.echo(f"{summary['file']}: {summary['rows']} rows, {summary['bytes'] / 1e6:.2f} MB")
 
 
-memo_app = typer.Typer(
-    help="Inspect and prune the encoder memo (encoder outputs kept between stages and runs).",
-    no_args_is_help=True,
-    rich_markup_mode=PLAIN_HELP,
-    cls=FullSummaries,
+memo_app = command_group(
+    "memo", "Inspect and prune the encoder memo (encoder outputs kept between stages and runs).", no_args_is_help=True
 )
-
-
-app.add_typer(memo_app, name="memo")
 MemoFolder = Annotated[Path | None, typer.Argument(help="The memo folder (default: encoder_memo in params.yaml).")]
 MemoParams = Annotated[Path, typer.Option(help="params.yaml to read encoder_memo from when no folder is given.")]
 
@@ -197,15 +186,9 @@ def ct2_tune_cmd(
     typer.echo(f"wrote {record['path']}")
 
 
-docs_app = typer.Typer(
-    help="Render the tables of README.md and docs/ from their committed result files.",
-    invoke_without_command=True,
-    rich_markup_mode=PLAIN_HELP,
-    cls=FullSummaries,
+docs_app = command_group(
+    "docs", "Render the tables of README.md and docs/ from their committed result files.", invoke_without_command=True
 )
-
-
-app.add_typer(docs_app, name="docs")
 
 
 @docs_app.callback()
