@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.fsutil import project_path
 from pipeline.core.machine import compute_identity
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class EncoderMemo:
             "machine": machine,
         }
         record = json.loads(json.dumps(record, default=str))  # as memo.json will hold it
-        self.root = Path(root)
+        self.root = project_path(Path(root))  # a DVC experiment's temporary copy shares the project's memo
         self.dir = self.root / key_digest(record)
         self.record = record
         self._audio_sha: dict[Path, str] = {}

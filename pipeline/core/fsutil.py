@@ -158,3 +158,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# DVC runs a temporary or queued experiment in a copy of the project at <project>/.dvc/tmp/exps/<run>/
+# (dvc/repo/experiments/executor/local.py: TempDirExecutor under the repo's tmp_dir, "exps").
+DVC_EXP_PARTS = (".dvc", "tmp", "exps")
+
+
+def project_path(path: Path | None, cwd: Path | None = None) -> Path | None:
+    """``path`` as the project's: a relative path inside a DVC experiment's temporary copy of the project is
+    resolved against the project the copy was made from; any other path is returned as it is."""
+    if path is None or Path(path).is_absolute():
+        return path
+    parts = (cwd or Path.cwd()).resolve().parts
+    for i in range(len(parts) - len(DVC_EXP_PARTS)):
+        if parts[i : i + len(DVC_EXP_PARTS)] == DVC_EXP_PARTS:
+            return Path(*parts[:i]) / path
+    return Path(path)

@@ -17,10 +17,12 @@ Loops: with ``loop_caps``, the target languages are also scored at those longer 
 ``cap=<N>``), from one untimed longer decode of the batches where a row hit the cap
 (:mod:`pipeline.evaluate.caps`); every row records its cap (``max_new_tokens``) and how many utterances hit it
 (``capped``).
-Interruption: each finished model is kept (:mod:`pipeline.evaluate.runs`), so a
-rerun decodes only the models a kill or Ctrl-C left unfinished; its timings
-are those measured when it ran, and a model that now encodes for itself what
-it would have shared is charged its own encoder time.
+Reuse: each finished model is kept (:mod:`pipeline.evaluate.runs`; ``run_memo``), so a
+rerun decodes only the models a kill or Ctrl-C left unfinished and the models
+whose files, data, settings, code or machine changed: one more student
+variant decodes only that student. A kept run's timings are those measured
+when it ran (its rows say when: ``decoded_at``), and a model that now encodes
+for itself what it would have shared is charged its own encoder time.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipeline.evaluate.ct2_runs import ct2_runs, faster_whisper_runs
 from pipeline.evaluate.hf_runs import UNTRAINED, hf_runs
 from pipeline.evaluate.matrix import BenchmarkConfig, load_datasets
 from pipeline.evaluate.rows import score_rows, score_translation
-from pipeline.evaluate.runs import Key, PartialRuns, Run, shared_inputs
+from pipeline.evaluate.runs import KeptRuns, Key, Run, shared_inputs
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
@@ -48,12 +50,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     data = load_datasets(cfg)
-    partial = PartialRuns(
-        Path(cfg.out_dir), shared_inputs(cfg.datasets, data, Path(cfg.teacher), _settings(cfg, setting))
-    )
-    runs = hf_runs(cfg, data, extractor, tokenizer, partial)
-    runs |= ct2_runs(cfg, data, extractor, tokenizer, partial, threads)
-    runs |= faster_whisper_runs(cfg, data, partial, threads)
+    shared = shared_inputs(cfg.datasets, data, Path(cfg.teacher), _settings(cfg, setting))
+    kept = KeptRuns(Path(cfg.out_dir), shared, cfg.run_memo)
+    runs = hf_runs(cfg, data, extractor, tokenizer, kept)
+    runs |= ct2_runs(cfg, data, extractor, tokenizer, kept, threads)
+    runs |= faster_whisper_runs(cfg, data, kept, threads)
     rows, hyps, translation = _score(cfg, runs)
     extra = {
         # X->English rows (task translate, metric chrf | bleu): their own list, since they carry scores, not the
@@ -67,8 +68,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "ct2_setting": setting,
     }
     write_outputs(cfg.out_dir, rows, hyps, extra)
-    partial.clear()
-    return {"rows": len(rows), "runs": len(runs)}
+    kept.finish()
+    return {"rows": len(rows), "runs": len(runs), "kept": kept.memo.hits}
 
 
 def _settings(cfg: BenchmarkConfig, setting: dict) -> dict:

@@ -25,7 +25,7 @@ from pipeline.data.manifest import Utterance
 from pipeline.evaluate.caps import with_caps
 from pipeline.evaluate.matrix import BenchmarkConfig, caps_of, scoped, task_of
 from pipeline.evaluate.measure import log_run, timed
-from pipeline.evaluate.runs import Key, PartialRuns, Run
+from pipeline.evaluate.runs import KeptRuns, Key, Run
 from pipeline.evaluate.shared_encodings import SharedEncodings, transformers_encoder
 
 
@@ -57,7 +57,7 @@ def _ct2_models(cfg: BenchmarkConfig) -> list[tuple[tuple[str, str], Path, dict]
 
 
 def ct2_runs(
-    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, partial: PartialRuns, threads: int = 0
+    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, kept_runs: KeptRuns, threads: int = 0
 ) -> dict[Key, dict[str, Run]]:
     """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features.
 
@@ -83,7 +83,7 @@ def ct2_runs(
             continue
         run_key = (f"ct2:{name}", info["requested_compute_type"])
         export_record = export.read_text() if export.is_file() else ""
-        made_from, kept = partial.lookup(run_key, [folder], scoped(cfg, run_key[0], data), export=export_record)
+        made_from, kept = kept_runs.lookup(run_key, [folder], scoped(cfg, run_key[0], data), export=export_record)
         if kept:
             runs[run_key] = kept
             continue
@@ -95,7 +95,7 @@ def ct2_runs(
             if utts:
                 run = _ct2_run(cfg, model, name, info, dataset, utts, tokenizer, features, shared)
                 runs.setdefault(run_key, {})[dataset] = run
-        partial.save(run_key, made_from, runs.get(run_key, {}))
+        kept_runs.save(run_key, made_from, runs.get(run_key, {}))
         del model
     return runs
 
@@ -159,7 +159,7 @@ def _ct2_run(
 
 
 def faster_whisper_runs(
-    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], partial: PartialRuns, threads: int = 0
+    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], kept_runs: KeptRuns, threads: int = 0
 ) -> dict[Key, dict[str, Run]]:
     """faster-whisper end to end (its own features): what a deployment gets."""
     from faster_whisper import WhisperModel
@@ -170,7 +170,7 @@ def faster_whisper_runs(
         folder = Path(cfg.ct2_dir) / name
         info = json.loads((folder / "quantize.json").read_text())
         run_key = (f"faster-whisper:{name}", info["requested_compute_type"])
-        made_from, kept = partial.lookup(run_key, [folder], scoped(cfg, run_key[0], data))
+        made_from, kept = kept_runs.lookup(run_key, [folder], scoped(cfg, run_key[0], data))
         if kept:
             runs[run_key] = kept
             continue
@@ -179,7 +179,7 @@ def faster_whisper_runs(
         )
         for dataset, utts in scoped(cfg, f"faster-whisper:{name}", data).items():
             runs.setdefault(run_key, {})[dataset] = _faster_whisper_run(cfg, model, name, info, dataset, utts)
-        partial.save(run_key, made_from, runs.get(run_key, {}))
+        kept_runs.save(run_key, made_from, runs.get(run_key, {}))
         del model
     return runs
 

@@ -14,6 +14,7 @@ where it is that model weight for weight
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from pipeline.data.manifest import Utterance
 from pipeline.evaluate.caps import with_caps
 from pipeline.evaluate.matrix import BenchmarkConfig, caps_of, eval_namespace, scoped, stand_in_languages, task_of
 from pipeline.evaluate.measure import log_run, timed
-from pipeline.evaluate.runs import Key, PartialRuns, Run, with_copies
+from pipeline.evaluate.runs import KeptRuns, Key, Run, with_copies
 
 UNTRAINED: Key = ("student-untrained", "float32")
 
@@ -49,14 +50,18 @@ def _hf_models(cfg: BenchmarkConfig) -> list[tuple[str, Callable, Path, str]]:
 
 
 def hf_runs(
-    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, partial: PartialRuns
+    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, kept_runs: KeptRuns
 ) -> dict[Key, dict[str, Run]]:
     """transformers teacher (timed end to end), untrained student, and the PyTorch students (exact routing)."""
     from pipeline.core.encoder_memo import encoder_identity
 
     runs: dict[Key, dict[str, Run]] = {}
     for name, make, source, spec in _hf_models(cfg):
-        made_from, kept = partial.lookup((name, "float32"), [source], scoped(cfg, name, data), spec=spec)
+        # a student copies the untrained student's hypotheses where it is that model (stand_in_languages)
+        trained = name.startswith("student-") and name != UNTRAINED[0]
+        copies = {"untrained": kept_runs.fingerprint_of(UNTRAINED)} if trained else {}
+        folders = [source, *_student_base(source)]  # a student is its folder over its base's frozen weights
+        made_from, kept = kept_runs.lookup((name, "float32"), folders, scoped(cfg, name, data), spec=spec, **copies)
         if kept:
             runs[(name, "float32")] = kept
             continue
@@ -70,9 +75,15 @@ def hf_runs(
             utts = [u for u in all_utts if u.language not in stand_in] if untrained else all_utts
             run = _hf_run(cfg, model, name, key, dataset, utts, extractor, tokenizer)
             runs.setdefault((name, "float32"), {})[dataset] = with_copies(run, all_utts, untrained, "|".join(UNTRAINED))
-        partial.save((name, "float32"), made_from, runs.get((name, "float32"), {}))
+        kept_runs.save((name, "float32"), made_from, runs.get((name, "float32"), {}))
         del model
     return runs
+
+
+def _student_base(folder: Path) -> list[Path]:
+    """The base checkpoint a trained student's folder is built over (none for the teacher and the untrained one)."""
+    record = folder / "student.json"
+    return [Path(json.loads(record.read_text(encoding="utf-8"))["base"])] if record.is_file() else []
 
 
 def _hf_run(

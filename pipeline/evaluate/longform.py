@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
-from pipeline.core.fsutil import atomic_dir
+from pipeline.core.fsutil import atomic_dir, sha256_files, sha256_tree
+from pipeline.core.machine import machine
+from pipeline.core.result_memo import ResultMemo
 from pipeline.core.scoring import Counts, count_errors, metric_for, normalize
 from pipeline.data.audio import read_wav
 from pipeline.data.recordings import WINDOW_SECONDS, read_recordings
@@ -80,6 +82,9 @@ class LongformConfig:
     # CTranslate2's sampling seed: faster-whisper's default setting samples when its temperature fallback starts
     # (unseeded, a re-run's hypotheses can differ)
     seed: int = 0
+    # Each model's rows kept between runs, keyed by all that made them (pipeline/core/result_memo.py): an unchanged
+    # export is not transcribed again. None: kept only until this run's outputs are written
+    run_memo: Path | None = None
 
 
 def transcribe(model, audio: np.ndarray, language: str, setting: str) -> list[tuple[float, float, str]]:
@@ -113,20 +118,58 @@ def run_longform(cfg: LongformConfig) -> dict:
     if not recordings:
         log.warning("%s holds no recording (prepare_data.longform is not set): no long-form rows", cfg.manifest)
     audio = {r["id"]: read_wav(cfg.manifest.parent / r["audio"]) for r in recordings}
+    memo = ResultMemo(cfg.run_memo, "longform", cfg.out_dir.parent / f".{cfg.out_dir.name}.partial")
+    shared = _shared_inputs(cfg, recordings, setting_env)
     rows, hyps = [], []
     for folder, info, name, mine in _models(cfg, recordings):
+        made_from = {"shared": shared, "model": name, "model_files_sha256": sha256_tree(folder),
+                     "export": _export_record(info), "recordings": [r["id"] for r in mine]}  # fmt: skip
+        kept = memo.get(made_from)
+        if kept is not None:
+            log.info("%s|%s: transcribed by an earlier run from the same inputs (%s); kept", name,
+                     info["requested_compute_type"], kept[1])  # fmt: skip
+            rows += [row | {"decoded_at": kept[1]} for row in kept[0]["rows"]]
+            hyps += kept[0]["hyps"]
+            continue
         model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
                              cpu_threads=int(setting_env["threads"]))  # fmt: skip
+        mine_rows, mine_hyps = [], []
         for setting in cfg.settings:
             for lang in sorted({r["language"] for r in mine}):
                 recs = [r for r in mine if r["language"] == lang]
                 row, lines = _language_row(model, name, info, setting, lang, recs, audio, cfg.loop_ratio)
-                rows.append(row)
-                hyps += lines
+                mine_rows.append(row)
+                mine_hyps += lines
+        memo.put(made_from, {"rows": mine_rows, "hyps": mine_hyps})
+        rows, hyps = rows + mine_rows, hyps + mine_hyps
         del model
     extra = {"settings": list(cfg.settings), "loop_ratio": cfg.loop_ratio, "ct2_setting": setting_env}
     _write_outputs(cfg.out_dir, rows, hyps, extra)
-    return {"rows": len(rows)}
+    memo.finish()
+    return {"rows": len(rows), "kept": memo.hits}
+
+
+def _shared_inputs(cfg: LongformConfig, recordings: list[dict], setting_env: dict) -> dict:
+    """What every model's long-form rows depend on besides the model: the recordings, settings, code, machine."""
+    from pipeline.evaluate.runs import DECODERS, code_digest, version_of
+
+    return {
+        "manifest_sha256": sha256_files([cfg.manifest]),
+        "audio_sha256": sha256_files([cfg.manifest.parent / r["audio"] for r in recordings]),
+        "settings": list(cfg.settings),
+        "loop_ratio": cfg.loop_ratio,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "ct2_setting": {k: setting_env[k] for k in ("setting", "env", "threads")},
+        "code_sha256": code_digest(),
+        "versions": {name: version_of(name) for name in DECODERS},
+        "machine": machine(),
+    }
+
+
+def _export_record(info: dict) -> str:
+    export = Path(info["source"]) / "export.json"
+    return export.read_text() if export.is_file() else ""
 
 
 def _models(cfg: LongformConfig, recordings: list[dict]):

@@ -53,6 +53,9 @@ class BenchmarkConfig:
     seed: int = 0
     # Where float32 encoder outputs are kept between stages and runs (pipeline/core/encoder_memo.py); None: not kept
     encoder_memo: Path | None = None
+    # Finished runs kept between benchmarks, keyed by all that made them (pipeline/core/result_memo.py): an unchanged
+    # model is not decoded again. None: kept only until this benchmark's outputs are written (a kill's resume)
+    run_memo: Path | None = None
     # The CTranslate2 setting `dw-pipe ct2-tune` measured fastest with identical hypotheses on this machine
     # (pipeline/evaluate/ct2_tuning.py); applied when the record is this machine's. None, or no record: CTranslate2's own.
     ct2_tuning: Path | None = None

@@ -58,6 +58,7 @@ def _run_fields(run: Run, dataset: str, lang: str, group: str, idx: list[int], a
         "max_new_tokens": run.max_new_tokens,
         "capped": sum(run.capped[i] for i in idx) if run.capped is not None else None,
         "copied_from_untrained": sum(1 for i in idx if run.utts[i].id in run.copied_ids),
+        "decoded_at": run.decoded_at or None,  # kept from an earlier benchmark (its seconds are from then)
     }
 
 

@@ -1,36 +1,43 @@
-"""Benchmark runs, and the finished ones kept across an interruption.
+"""Benchmark runs, and finished ones kept for the next benchmark.
 
 A :class:`Run` is one model's hypotheses on one dataset with what they
 cost (:func:`with_copies` completes a student's with the untrained
 student's, where the two are the same model). The benchmark decodes model
-after model for many minutes; each finished (model, compute type) is
-written at once to ``.NAME.partial/`` beside the benchmark folder, with the
-fingerprint of everything that decided its hypotheses: the model's files,
-the manifests and their audio, the decoding settings, the teacher's
-tokenizer and feature-extractor files, the code of this package and the
-decoders' versions. A rerun takes a run from there only under the very same
-fingerprint, so a kill or Ctrl-C costs only the model in progress, and a
-stale run is decoded again, never reused.
+after model for many minutes; each finished (model, compute type) is kept at
+once in the result memo (:mod:`pipeline.core.result_memo`; ``benchmark.run_memo``,
+or only until the outputs are written when that is null) under the
+fingerprint of everything that decided its hypotheses and seconds: the
+model's files, the manifests and their audio, the decoding settings, the
+teacher's tokenizer and feature-extractor files and the untrained student's
+base, the code that decodes (:data:`DECODING_CODE`), the decoders' versions and
+the machine. A rerun takes a run from there only under the very same
+fingerprint: a kill or Ctrl-C costs only the model in progress, one more
+student variant costs only its own models, and a stale run is decoded again,
+never reused. A kept run's rows say when it was decoded (``decoded_at``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
-import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.core.fsutil import atomic_write_text, remove_temp_files, sha256_files, sha256_tree
+from pipeline.core.fsutil import sha256_files, sha256_tree
+from pipeline.core.machine import machine
+from pipeline.core.result_memo import ResultMemo, fingerprint
 from pipeline.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (model, compute type)
 DECODERS = ("torch", "transformers", "ctranslate2", "faster-whisper", "numpy")
+# The code that decides a run's hypotheses, beside the model files and settings (relative to pipeline/): the
+# evaluation package, the models package (decoding, CLSR routing, features, CTranslate2 layout), how a student is
+# built, and how manifests and audio are read.
+DECODING_CODE = ("evaluate/*.py", "models/*.py", "student/model.py", "data/audio.py", "data/manifest.py",
+                 "core/encoder_memo.py")  # fmt: skip
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Run:
     # (a CLSR student on languages without experts is its untrained base: pipeline.evaluate.matrix.stand_in_languages).
     copied_ids: frozenset[str] = frozenset()
     copied_from: str = ""
+    decoded_at: str = ""  # when a run kept from an earlier benchmark was decoded (its seconds are from then)
 
 
 def with_copies(run: Run, utts: list[Utterance], source: Run | None, source_key: str) -> Run:
@@ -91,6 +99,7 @@ def run_record(run: Run) -> dict:
         "encoder_source": run.encoder_source,
         "copied_ids": sorted(run.copied_ids),
         "copied_from": run.copied_from,
+        "decoded_at": run.decoded_at,
     }
 
 
@@ -113,19 +122,28 @@ def run_from_record(key: Key, record: dict, by_id: dict[str, Utterance]) -> Run:
         record.get("encoder_source", ""),
         frozenset(record.get("copied_ids", [])),
         record.get("copied_from", ""),
+        record.get("decoded_at", ""),
     )
 
 
-def _version(package: str) -> str | None:
+def version_of(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
 
 
+def code_digest() -> str:
+    """sha256 of the files of :data:`DECODING_CODE`, by path relative to pipeline/."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted({p for pattern in DECODING_CODE for p in root.glob(pattern)})
+    return hashlib.sha256(
+        b"".join(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() for p in files)
+    ).hexdigest()
+
+
 def shared_inputs(datasets: dict[str, str], data: dict[str, list[Utterance]], teacher: Path, settings: dict) -> dict:
-    """What every run's hypotheses depend on besides its own model (hashed once per benchmark)."""
-    code = sorted(Path(__file__).parent.glob("*.py"))
+    """What every run's hypotheses and seconds depend on besides its own model (hashed once per benchmark)."""
     return {
         "settings": settings,
         "datasets": {
@@ -138,28 +156,29 @@ def shared_inputs(datasets: dict[str, str], data: dict[str, list[Utterance]], te
         "teacher_files_sha256": sha256_files(
             sorted(p for p in Path(teacher).glob("*") if p.suffix in (".json", ".txt"))
         ),
-        "code_sha256": hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in code)).hexdigest(),
-        "versions": {name: _version(name) for name in DECODERS},
+        "code_sha256": code_digest(),
+        "versions": {name: version_of(name) for name in DECODERS},
+        "machine": machine(),  # the seconds, and the float kernels, are this CPU's
     }
 
 
-def _fingerprint(made_from: dict) -> str:
-    return hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()
+class KeptRuns:
+    """Finished runs, one memo entry per (model, compute type) and everything that made it."""
 
-
-class PartialRuns:
-    """Finished runs of an interrupted benchmark, one JSON per (model, compute type), each with its fingerprint."""
-
-    def __init__(self, out_dir: Path, shared: dict) -> None:
-        self.folder = out_dir.parent / f".{out_dir.name}.partial"
+    def __init__(self, out_dir: Path, shared: dict, memo_root: Path | None = None) -> None:
+        self.memo = ResultMemo(memo_root, "benchmark", out_dir.parent / f".{out_dir.name}.partial")
         self.shared = shared
-        if self.folder.is_dir():
-            remove_temp_files(self.folder)
+        self.made_from: dict[Key, dict] = {}  # of each run looked up so far
+
+    def fingerprint_of(self, key: Key) -> str:
+        """The fingerprint of what run ``key`` (looked up before) is made from: a run that copies hypotheses from
+        it names it among its own inputs."""
+        return fingerprint(self.made_from[key])
 
     def lookup(
         self, key: Key, folders: list[Path], scope: dict[str, list[Utterance]], **extra: str
     ) -> tuple[dict, dict[str, Run] | None]:
-        """(what run ``key`` is made from, its runs if an earlier interrupted benchmark finished it from just that).
+        """(what run ``key`` is made from, its runs if a benchmark before this one decoded it from just that).
 
         ``folders``: what the model is made of; ``scope``: the utterances it decodes per dataset; ``extra``: its
         spec beyond its files (kept decoder layers, the export record of a CTranslate2 model)."""
@@ -170,40 +189,24 @@ class PartialRuns:
             "utterances": {name: [u.id for u in utts] for name, utts in sorted(scope.items())},
             "extra": extra,
         }
-        return made_from, self._load(key, _fingerprint(made_from), scope)
-
-    def _path(self, key: Key) -> Path:
-        return self.folder / (re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(key)) + ".json")
-
-    def _load(self, key: Key, fingerprint: str, scope: dict[str, list[Utterance]]) -> dict[str, Run] | None:
-        path = self._path(key)
-        if not path.is_file():
-            return None
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:  # written atomically, so edited by hand: trust none of it
-            log.warning("%s is not valid JSON; decoding %s|%s again", path, *key)
-            return None
-        if saved.get("key") != list(key) or saved.get("fingerprint") != fingerprint:
-            log.info("%s|%s: kept run is from other inputs or settings; decoding it again", *key)
-            return None
+        self.made_from[key] = made_from
+        found = self.memo.get(made_from)
+        if found is None:
+            return made_from, None
+        saved, made_at = found
         runs = {
             dataset: run_from_record(key, run, {u.id: u for u in scope.get(dataset, [])})
             for dataset, run in saved["runs"].items()
         }
-        log.info("%s|%s: finished by an earlier, interrupted benchmark; kept", *key)
-        return runs
+        for run in runs.values():
+            run.decoded_at = run.decoded_at or made_at
+        log.info("%s|%s: decoded by an earlier benchmark from the same inputs (%s); kept", *key, made_at)
+        return made_from, runs
 
     def save(self, key: Key, made_from: dict, runs: dict[str, Run]) -> None:
-        """Keep the finished runs of ``key`` (every dataset) until the benchmark's outputs are written."""
-        record = {
-            "key": list(key),
-            "fingerprint": _fingerprint(made_from),
-            "made_from": made_from,  # for a reader; the fingerprint alone decides
-            "runs": {dataset: run_record(run) for dataset, run in runs.items()},
-        }
-        atomic_write_text(self._path(key), json.dumps(record, ensure_ascii=False) + "\n")
+        """Keep the finished runs of ``key`` (every dataset)."""
+        self.memo.put(made_from, {"runs": {dataset: run_record(run) for dataset, run in runs.items()}})
 
-    def clear(self) -> None:
-        """Drop the kept runs: the benchmark's outputs now hold them."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def finish(self) -> None:
+        """The benchmark's outputs hold the runs now: a scratch memo goes, a persistent one stays."""
+        self.memo.finish()

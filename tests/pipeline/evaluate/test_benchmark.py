@@ -14,7 +14,7 @@ from pipeline.evaluate.benchmark import BenchmarkConfig, run_benchmark
 from pipeline.models import decode
 from tests.conftest import write_bench_inputs
 
-TIMING = ("decode_seconds", "rtfx", "peak_rss_mb")  # measured again by each run
+TIMING = ("decode_seconds", "rtfx", "peak_rss_mb", "decoded_at")  # measured again by each run; when kept
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +106,59 @@ def test_a_kept_run_from_other_inputs_is_decoded_again(tiny_hf_dir, bench_inputs
         decodes = Decodes(patch)
         run_benchmark(cfg)
     assert len(decodes.models) == 4  # the teacher among them
+
+
+def test_with_a_run_memo_a_second_benchmark_decodes_only_the_model_that_changed(
+    tiny_hf_dir, bench_inputs, tmp_path, monkeypatch
+):
+    """One cache, many students: a finished benchmark's runs stay in ``run_memo``; the next benchmark decodes only the
+    models whose files changed, gives the same rows for the rest, and says when each kept run was decoded."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_hf_dir, teacher)
+    cfg = replace(_config(teacher, bench_inputs, tmp_path / "bench"), run_memo=tmp_path / "memo")
+    with monkeypatch.context() as patch:
+        decodes = Decodes(patch)
+        run_benchmark(cfg)
+    assert len(decodes.models) == 4
+    first = _outputs(cfg.out_dir)
+    assert len(list((tmp_path / "memo" / "benchmark").glob("*.json"))) == 4  # kept after the outputs are written
+    with monkeypatch.context() as patch:
+        decodes = Decodes(patch)
+        run_benchmark(cfg)
+    assert decodes.models == []  # nothing changed: nothing decoded
+    again = _outputs(cfg.out_dir)
+    assert [{k: v for k, v in r.items() if k != "decoded_at"} for r in again[0]] == [
+        {k: v for k, v in r.items() if k != "decoded_at"} for r in first[0]
+    ]
+    assert again[1] == first[1]
+    kept_rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    assert all(r["decoded_at"] for r in kept_rows)
+
+    weights = load_file(str(teacher / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 0.01  # the transformers teacher changes; the CTranslate2 models do not
+    save_file(weights, str(teacher / "model.safetensors"), metadata={"format": "pt"})
+    with monkeypatch.context() as patch:
+        decodes = Decodes(patch)
+        run_benchmark(cfg)
+    # the teacher, and the untrained student, which is built from the same folder
+    assert len(decodes.models) == 2
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    assert {r["model"] for r in rows if r["decoded_at"] is None} == {"teacher", "student-untrained"}
+
+
+def test_a_run_memo_of_another_machine_is_not_used(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):
+    """The seconds and the float kernels are the CPU's: runs decoded on another CPU are decoded again."""
+    from pipeline.evaluate import runs
+
+    cfg = replace(_config(tiny_hf_dir, bench_inputs, tmp_path / "bench"), run_memo=tmp_path / "memo")
+    run_benchmark(cfg)
+    other = {**runs.machine(), "isa": ["sse4_2"]}
+    monkeypatch.setattr(runs, "machine", lambda: other)
+    with monkeypatch.context() as patch:
+        decodes = Decodes(patch)
+        run_benchmark(cfg)
+    assert len(decodes.models) == 4
 
 
 def test_a_kept_run_at_other_loop_caps_is_decoded_again(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):

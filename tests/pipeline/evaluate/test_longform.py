@@ -69,7 +69,7 @@ def test_a_recording_is_scored_over_its_whole_text_with_start_errors_loops_and_e
     assert nothing["empties"] == 3 and all(math.isnan(e) for e in nothing["start_errors"])
 
 
-def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path, tiny_hf_dir):
+def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path, tiny_hf_dir, monkeypatch):
     inputs = write_bench_inputs(tmp_path, tiny_hf_dir, seed=4)
     utts = [type(u)(**{**u.__dict__, "split": "test"}) for u in load_manifest(inputs["test"])]
     records = build_recordings(utts, tmp_path, LongformRecordings(("pl", "cs"), min_seconds=2, max_seconds=40), seed=0)
@@ -90,6 +90,21 @@ def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path
     again = replace(cfg, out_dir=tmp_path / "again")
     run_longform(again)
     assert (again.out_dir / "hypotheses.jsonl").read_text() == (cfg.out_dir / "hypotheses.jsonl").read_text()
+    # with a run memo, an unchanged model is not transcribed again; another seed is another input
+    from pipeline.evaluate import longform
+
+    calls = []
+    real = longform.transcribe
+    monkeypatch.setattr(longform, "transcribe", lambda *a: calls.append(a[2]) or real(*a))
+    kept = replace(cfg, out_dir=tmp_path / "kept", run_memo=tmp_path / "memo")
+    run_longform(kept)
+    assert len(calls) == 8
+    assert run_longform(replace(kept, out_dir=tmp_path / "kept2"))["kept"] == 2 and len(calls) == 8
+    assert (tmp_path / "kept2" / "hypotheses.jsonl").read_text() == (cfg.out_dir / "hypotheses.jsonl").read_text()
+    rows2 = json.loads((tmp_path / "kept2" / "metrics.json").read_text())["rows"]
+    assert all(r["decoded_at"] for r in rows2)
+    run_longform(replace(kept, seed=1))
+    assert len(calls) == 16
     with pytest.raises(DwPipeError, match=r"longform.settings \['beam9'\]"):
         run_longform(
             LongformConfig(manifest=manifest, ct2_dir=inputs["ct2"], out_dir=tmp_path / "x", settings=("beam9",))
