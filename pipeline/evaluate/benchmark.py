@@ -103,13 +103,32 @@ def _score(cfg: BenchmarkConfig, runs: dict[Key, dict[str, Run]]) -> tuple[list[
                 translation += r
                 hyps += h
                 continue
-            r, h = score_rows(run, dataset, ref, cfg.bootstrap, cfg.seed)
+            versus = _versus(cfg, runs, run, dataset) if not run.model.startswith("faster-whisper:") else {}
+            r, h = score_rows(run, dataset, ref, cfg.bootstrap, cfg.seed, versus=versus)
             rows += r
             hyps += h
             for cap, longer in run.at_caps.items():
                 ref_longer = ref.at_caps.get(cap) if ref is not None else None
                 rows += score_rows(longer, dataset, ref_longer, cfg.bootstrap, cfg.seed, label=f"cap={cap}")[0]
     return rows, hyps, translation
+
+
+def _versus(cfg: BenchmarkConfig, runs: dict[Key, dict[str, Run]], run: Run, dataset: str) -> dict[str, Run]:
+    """The runs ``run`` is compared with beside its reference (the paper's comparison): the main student and the
+    teacher at its compute type. A PyTorch student (float32) meets ``student-<compare_student>`` and the teacher's
+    float32 run; a CTranslate2 export of one language meets the main student's export of that language and the
+    CTranslate2 teacher, each at the run's compute type."""
+    teacher = ("teacher", "float32") if cfg.hf_teacher else ("ct2:teacher", "float32")
+    if run.model.startswith("ct2:"):
+        teacher = ("ct2:teacher", run.compute_type)
+        language = {u.language for u in run.utts}
+        main = (f"ct2:{cfg.compare_student}-{next(iter(language))}", run.compute_type) if len(language) == 1 else None
+    else:
+        main = (f"student-{cfg.compare_student}", "float32")
+    found = {"teacher": runs.get(teacher, {}).get(dataset)}
+    if main is not None:
+        found[cfg.compare_student] = runs.get(main, {}).get(dataset)
+    return {name: other for name, other in found.items() if other is not None}
 
 
 def _reference(runs: dict[Key, dict[str, Run]], run: Run, dataset: str) -> Run | None:

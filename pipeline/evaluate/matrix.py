@@ -32,6 +32,9 @@ class BenchmarkConfig:
     # stands for it; with the same token cap both give the same error rate in every language.
     hf_teacher: bool = True
     targets_only: tuple[str, ...] = ()  # models decoded on the target languages only (e.g. student-clsr)
+    # The student every other model's target-language rows are compared with, pairwise (rows' "vs"; with the
+    # teacher too): its mode name under students, and of its exports under ct2_dir (<mode>-<language>)
+    compare_student: str = "distilwhisper"
     # Datasets decoded X->English (task translate) and scored with chrF and BLEU against each utterance's
     # ``translation`` (pipeline/evaluate/translation.py); the others are transcribed and scored by error rate.
     translate: tuple[str, ...] = ()

@@ -85,10 +85,20 @@ def _groups(utts: list[Utterance], label: str | None) -> dict[tuple[str, str], l
 
 
 def score_rows(
-    run: Run, dataset: str, reference: Run | None, reps: int, seed: int, label: str | None = None
+    run: Run,
+    dataset: str,
+    reference: Run | None,
+    reps: int,
+    seed: int,
+    label: str | None = None,
+    versus: dict[str, Run] | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Metric rows (per language, and per language x gender) and hypothesis rows of a run; with ``label``, one row
-    per language under that label (a longer cap's run: its rows must not take the place of the ``all`` rows)."""
+    per language under that label (a longer cap's run: its rows must not take the place of the ``all`` rows).
+
+    ``versus``: runs every ``all`` row is also compared with (name -> run; the main student, the teacher), where
+    they decoded the same utterances: ``vs.<name>`` holds their error rate and the paired bootstrap interval of
+    the difference (this run's rate minus theirs)."""
     per_utt = _error_counts(run.utts, run.hyps)
     ref_counts = None
     if reference is not None:
@@ -96,6 +106,7 @@ def score_rows(
         ref_counts = _error_counts(run.utts, [by_id.get(u.id, "") for u in run.utts])
     rows = []
     rng = np.random.default_rng(seed)
+    vs_rng = np.random.default_rng((seed, 1))  # its own draws: the other intervals stay what they were without it
     audio_total = sum(u.duration for u in run.utts)
     for (lang, group), idx in sorted(_groups(run.utts, label).items()):
         total = _total(per_utt, idx)
@@ -116,10 +127,32 @@ def score_rows(
             row["reference_error_rate"] = round(ref_total.rate, 4)
             row["delta"] = round(total.rate - ref_total.rate, 4)
             row["delta_ci95"] = bootstrap_ci([per_utt[i] for i in idx], reps, rng, [ref_counts[i] for i in idx])
+        if group == "all" and label is None and versus:
+            row["vs"] = _versus(run, [per_utt[i] for i in idx], [run.utts[i] for i in idx], versus, reps, vs_rng)
         rows.append(row)
     if label is not None:
         return rows, []  # its hypotheses go with the run's own lines (at_caps)
     return rows, hypothesis_lines(run, dataset)
+
+
+def _versus(
+    run: Run, mine: list[Counts], utts: list[Utterance], versus: dict[str, Run], reps: int, rng: np.random.Generator
+) -> dict[str, dict]:
+    """Per other run that decoded all of ``utts``: its error rate there and the paired difference from ``mine``."""
+    out = {}
+    for name, other in sorted(versus.items()):
+        by_id = dict(zip((u.id for u in other.utts), other.hyps))
+        if other is run or not all(u.id in by_id for u in utts):
+            continue
+        theirs = _error_counts(utts, [by_id[u.id] for u in utts])
+        total_mine, total_theirs = _total(mine, range(len(mine))), _total(theirs, range(len(theirs)))
+        out[name] = {
+            "model": f"{other.model}|{other.compute_type}",
+            "error_rate": round(total_theirs.rate, 4),
+            "delta": round(total_mine.rate - total_theirs.rate, 4),
+            "delta_ci95": bootstrap_ci(mine, reps, rng, theirs),
+        }
+    return out
 
 
 def hypothesis_lines(run: Run, dataset: str) -> list[dict]:

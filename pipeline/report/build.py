@@ -1,6 +1,7 @@
 """report: report.md, summary.json and the plots, from the benchmark's metrics.json.
 
-``report.md`` holds, in this order: the checks the pipeline is judged by on
+``report.md`` holds, in this order: the paper's comparison of every student with the main student and the
+teacher (:mod:`pipeline.report.comparison`), the checks the pipeline is judged by on
 the target languages (DistilWhisper vs the untrained student, the CLSR-only
 student and the teacher; in-domain and out-of-domain), the languages without
 experts, the per-language error rates of every model, the quantization-induced
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from pipeline.core.fsutil import atomic_dir
 from pipeline.report.bias import gender_table, voice_table
+from pipeline.report.comparison import comparison_section
 from pipeline.report.error_tables import (
     language_table,
     loop_cap_table,
@@ -54,7 +56,7 @@ class ReportConfig:
 def make_report(cfg: ReportConfig) -> dict:
     """Write report.md, summary.json and the plots for ``cfg.bench``'s metrics.json into ``cfg.out_dir``, replaced
     whole; the target-language checks (summary.json's ``targets``)."""
-    from pipeline.report.plots import draw_plots, save_plots  # matplotlib loads only when a report is made
+    from pipeline.report.plots import draw_plots, save_plots, students_compared  # matplotlib loads only here
 
     metrics = json.loads((cfg.bench / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -68,6 +70,11 @@ def make_report(cfg: ReportConfig) -> dict:
         "insertions in parentheses (greedy decoding without fallback loops on synthetic speech).",
         "",
     ]
+    main = cfg.main_student.removeprefix("student-")
+    compared, compare_summary = comparison_section(rows, targets, main, cfg.teacher)
+    text += ["## Students compared on the target languages", ""] + compared + [""]
+    compare_plot = students_compared(rows, targets, cfg.teacher)
+    text += [f"![{compare_plot.name}]({compare_plot.name})", "", f"*{compare_plot.caption}*", ""]
     text += ["## Target languages: does distillation help?", ""] + checks + [""]
     text += ["## Non-target languages: experts unused", ""] + non_target_table(rows, targets, cfg.main_student) + [""]
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -89,12 +96,13 @@ def make_report(cfg: ReportConfig) -> dict:
     text += ["## Long-form transcription (faster-whisper)", ""] + longform_table(longform) + [""]
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
         figures = draw_plots(rows, deltas, targets, translation, longform["rows"] if longform else [])
-        save_plots(figures, tmp)
+        save_plots([compare_plot, *figures], tmp)
         text += ["## Plots", ""]
         for plot in figures:
             text += [f"![{plot.name}]({plot.name})", "", f"*{plot.caption}*", ""]
         (tmp / "report.md").write_text("\n".join(text), encoding="utf-8")
         (tmp / "summary.json").write_text(
-            json.dumps({"targets": summary, "translation": tsummary}, indent=2) + "\n", encoding="utf-8"
+            json.dumps({"compare": compare_summary, "targets": summary, "translation": tsummary}, indent=2) + "\n",
+            encoding="utf-8",
         )
     return summary

@@ -175,6 +175,27 @@ def wer_per_language(rows: list[dict], style: PlotStyle) -> Plot:
     return Plot("wer_per_language.png", fig, caption)
 
 
+def students_compared(rows: list[dict], targets: list[str], teacher: str) -> Plot:
+    """The paper's comparison at float32: each method's error rate on each target language, one panel per dataset."""
+    from pipeline.report.comparison import compared_rows
+
+    rows = [r for r in compared_rows(rows, targets, teacher) if r["compute_type"] == "float32"]
+    style = plot_style(rows, targets)
+    datasets = sorted({r["dataset"] for r in rows})
+    runs = _runs(rows)
+    fig, axes = _panels(datasets or ["none"], max(6.0, 2.0 * len(targets)), 3.2)
+    for ax, dataset in zip(axes, datasets):
+        _language_panel(ax, [r for r in rows if r["dataset"] == dataset], style, runs)
+        ax.set_title(f"dataset: {dataset}", fontsize=9)
+    _legend(fig, style, runs, bars=True, extra=[_interval_handle()])
+    caption = (
+        "The students compared (float32; PyTorch students with exact routing) on the target languages, one panel "
+        "per dataset: error rate per method with its 95 % bootstrap interval over utterances. Whether two methods "
+        "differ is read from the paired intervals in the table above, not from overlapping bars."
+    )
+    return Plot("students_compared.png", fig, caption)
+
+
 def _hours_x(lang: str) -> float:
     return whisper_training_hours().get(lang, UNKNOWN_HOURS)
 

@@ -147,6 +147,24 @@ def test_with_a_run_memo_a_second_benchmark_decodes_only_the_model_that_changed(
     assert {r["model"] for r in rows if r["decoded_at"] is None} == {"teacher", "student-untrained"}
 
 
+def test_rows_compare_each_model_with_the_teacher_pairwise(tiny_hf_dir, bench_inputs, tmp_path):
+    """The paper's comparison: every row (group all) carries the teacher's rate on the same utterances and the paired
+    interval of the difference; a model is not compared with itself."""
+    cfg = _config(tiny_hf_dir, bench_inputs, tmp_path / "bench")
+    run_benchmark(cfg)
+    rows = json.loads((cfg.out_dir / "metrics.json").read_text())["rows"]
+    at = {(r["model"], r["compute_type"], r["language"], r["group"]): r for r in rows}
+    for lang in ("pl", "cs"):
+        untrained, teacher = at[("student-untrained", "float32", lang, "all")], at[("teacher", "float32", lang, "all")]
+        vs = untrained["vs"]["teacher"]
+        assert vs["model"] == "teacher|float32" and vs["error_rate"] == teacher["error_rate"]
+        assert vs["delta"] == pytest.approx(untrained["error_rate"] - teacher["error_rate"], abs=1e-4)
+        assert vs["delta_ci95"][0] <= vs["delta"] <= vs["delta_ci95"][1]
+        assert "teacher" not in teacher.get("vs", {})
+        assert all("vs" not in r for r in rows if r["group"] != "all")
+    assert at[("ct2:teacher", "int8", "pl", "all")]["vs"] == {}  # the CTranslate2 teacher at its own type is itself
+
+
 def test_a_run_memo_of_another_machine_is_not_used(tiny_hf_dir, bench_inputs, tmp_path, monkeypatch):
     """The seconds and the float kernels are the CPU's: runs decoded on another CPU are decoded again."""
     from pipeline.evaluate import runs

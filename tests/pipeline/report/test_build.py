@@ -172,7 +172,12 @@ def test_report_md_has_a_caption_under_each_plot(rows, tmp_path):
     (tmp_path / "bench" / "metrics.json").write_text(json.dumps({"rows": rows, "target_languages": TARGETS}))
     make_report(ReportConfig(bench=tmp_path / "bench", out_dir=tmp_path / "report", teacher="ct2:teacher"))
     lines = (tmp_path / "report" / "report.md").read_text().splitlines()
-    for name in ("wer_per_language.png", "quantization_delta_vs_hours.png", "speed_vs_wer.png"):
+    for name in (
+        "students_compared.png",
+        "wer_per_language.png",
+        "quantization_delta_vs_hours.png",
+        "speed_vs_wer.png",
+    ):
         at = lines.index(f"![{name}]({name})")
         assert lines[at + 2].startswith("*") and len(lines[at + 2]) > 80, name
         assert (tmp_path / "report" / name).stat().st_size > 1000
