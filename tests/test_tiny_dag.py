@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,3 +143,53 @@ def test_students_are_retrained_when_the_cache_changes(reference, tmp_path):
     assert log[work] != log[reference]  # its KD terms come from the new top-5 targets
     for name in ("student.json", "train_log.jsonl", "expert.pl.safetensors"):  # reads no cache: up to date
         assert (work / STUDENTS / "clsr" / name).read_bytes() == (reference / STUDENTS / "clsr" / name).read_bytes()
+
+
+def _wait_for_queue(work: Path, timeout: float = 900) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], work)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
+
+
+def test_a_queued_two_point_sweep_trains_from_one_cache_and_reuses_unchanged_runs(reference, tmp_path):
+    """`dvc exp run --queue -S ...` twice, then `dvc queue start`: both experiments succeed in their temporary copies
+    (.dvc/tmp/exps/...), neither rebuilds the teacher cache, both find the project's result memo (the unchanged
+    teacher's runs are reused, not decoded), and `dvc exp show` compares their headline cells. A value the stage does
+    not accept fails in one line naming the key and the accepted values."""
+    import shutil
+
+    work = tmp_path / "sweep"
+    shutil.copytree(reference, work, symlinks=True)
+    run(["git", "config", "user.name", "dw-pipe test"], work)
+    run(["git", "config", "user.email", "test@dw-pipe.invalid"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "baseline"], work)
+    memo = work / "data" / "run-memo" / "benchmark"
+    before = set(memo.glob("*.json"))
+    assert before, "the reference run keeps its runs in the result memo"
+    for seed in (1, 2):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train_student.common.seed={seed}"], work)
+    run(["dvc", "queue", "start", "--jobs", "1"], work)
+    status = _wait_for_queue(work)
+    assert status.count("Success") == 2, status
+    logs = {name: run(["dvc", "queue", "logs", name], work) for name in re.findall(r"^(\w+)\s.*Success", status, re.M)}
+    assert len(logs) == 2, status
+    for log in logs.values():
+        assert "Running stage 'cache_teacher'" not in log, log[-3000:]
+        assert "Running stage 'train_student'" in log, log[-3000:]
+        assert re.search(r"result memo \S+/run-memo/benchmark: [1-9]\d* reused", log), log[-3000:]
+    # each experiment's students were decoded in its copy and kept in the project's memo
+    assert len(set(memo.glob("*.json")) - before) >= 2
+    table = run(["dvc", "exp", "show", "--md", "--no-pager"], work)
+    assert "compare.test/pl/float32.distilwhisper" in table.replace("\n", "") or "distilwhisper" in table, table
+    assert table.count("train_student.common.seed") >= 1 and len(re.findall(r"\|\s*[12]\s*\|", table)) >= 2, table
+    bad = subprocess.run(
+        ["dvc", "exp", "run", "--temp", "-S", "train_student.common.kd_loss=hinge"], cwd=work, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert re.search(r"kd_loss 'hinge' not in \('js', ", bad.stdout + bad.stderr), (bad.stdout + bad.stderr)[-3000:]

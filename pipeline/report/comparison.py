@@ -68,9 +68,12 @@ def _interval(vs: dict | None) -> str:
 ORDER = {"teacher": 0, "untrained": 1}
 
 
-def comparison_section(rows: list[dict], targets: list[str], main: str, teacher: str) -> tuple[list[str], dict]:
-    """(Markdown lines, summary cells ``{dataset/language/type: {method: error rate}}`` for DVC metrics)."""
-    entries = _entries(rows, targets, teacher)
+def comparison_section(
+    rows: list[dict], targets: list[str], main: str, teacher: str, types: tuple[str, ...] | None = None
+) -> tuple[list[str], dict]:
+    """(Markdown lines, summary cells ``{dataset/language/type: {method: error rate}}`` for DVC metrics); ``types``:
+    only these compute types (default: all)."""
+    entries = [r for r in _entries(rows, targets, teacher) if types is None or r["compute_type"] in types]
     if not entries:
         return ["No student was benchmarked on a target language."], {}
     lines = [

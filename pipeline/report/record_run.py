@@ -26,7 +26,7 @@ from pipeline.core.machine import machine
 from pipeline.report.docs import DocsError, code_revision, corpus_id, locked_outputs, params_id
 
 ROW_KEYS = ("n_utterances", "ref_units", "metric", "error_rate", "insertions", "max_new_tokens", "capped", "ci95")
-DELTA_KEYS = ("reference", "reference_error_rate", "delta", "delta_ci95", "copied_from_untrained")
+DELTA_KEYS = ("reference", "reference_error_rate", "delta", "delta_ci95", "copied_from_untrained", "vs")
 TRANSLATION_KEYS = ("n_utterances", "metric", "score", "ci95", "teacher_delta", "teacher_delta_ci95")
 TRANSLATION_KEYS += ("untrained_delta", "untrained_delta_ci95", "reference_delta", "reference_delta_ci95")
 LONGFORM_KEYS = ("setting", "audio_seconds", "metric", "ref_units", "error_rate", "insertions", "segments")

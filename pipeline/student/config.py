@@ -62,6 +62,9 @@ class TrainConfig:
     lora_r: int = 64
     max_new_tokens: int = 225
     eval_batch_size: int = 16
+    # Decode the dev set every this many steps too (beside each epoch's end and step 0), so the best step is chosen
+    # among more than the epoch ends; 0: at the epoch ends only
+    eval_every: int = 0
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"
@@ -97,6 +100,8 @@ class TrainConfig:
             problems.append(f"gate_init {self.gate_init!r} not in {GATE_INITS}")
         if self.max_grad_norm < 0:
             problems.append(f"max_grad_norm must be >= 0 (0: no clipping), not {self.max_grad_norm}")
+        if self.eval_every < 0:
+            problems.append(f"eval_every must be >= 0 (0: at each epoch's end only), not {self.eval_every}")
         if self.temperature <= 0:
             problems.append(f"temperature must be positive, not {self.temperature}")
         if problems:

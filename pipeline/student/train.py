@@ -186,8 +186,9 @@ def _encoder_stores(cfg: TrainConfig, model, data: TrainingData, device) -> tupl
 def _train(
     run: Run, state: TrainState, best: dict | None, inputs: dict[str, str], data: TrainingData, dev: EncoderStore
 ) -> dict | None:
-    """Steps ``state.step`` to ``run.total``. Rank 0 logs each step, decodes the dev set at each epoch's end to
-    keep the best parameters, and checkpoints there and every ``checkpoint_every`` steps. Returns the best."""
+    """Steps ``state.step`` to ``run.total``. Rank 0 logs each step, decodes the dev set at each epoch's end and
+    every ``eval_every`` steps to keep the best parameters, and checkpoints there and every ``checkpoint_every``
+    steps. Returns the best."""
     cfg, model = run.cfg, run.model
     if state.step == 0 and run.rank == 0 and not state.history:
         # The untrained student is the first candidate for "best": training must beat it on dev.
@@ -203,7 +204,7 @@ def _train(
         with log_path(cfg).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         end_of_epoch = state.step % run.per_epoch == 0 or state.step == run.total
-        if end_of_epoch:
+        if end_of_epoch or (cfg.eval_every and state.step % cfg.eval_every == 0):
             result = dev_wer(model, data.dev_utts, dev, data.tokenizer, cfg)
             log.info("step %d: dev WER %.4f", state.step, result["wer"])
             best = keep_best(state, result, trainable_parameters(model), best)

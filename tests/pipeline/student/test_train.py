@@ -54,9 +54,11 @@ def _config(tiny_hf_dir, tiny_data, out: Path, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("mode", ["distilwhisper", "clsr", "finetune", "lora"])
 def test_each_mode_trains_and_reloads(tiny_hf_dir, tiny_data, tmp_path, mode):
-    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / mode, mode=mode)
+    cfg = _config(tiny_hf_dir, tiny_data, tmp_path / mode, mode=mode, eval_every=2 if mode == "finetune" else 0)
     summary = train_student(cfg)
     assert summary["steps"] == 2 * 3  # 2 epochs x (pl: 3 utterances in 2 batches, cs: 2 in 1)
+    # dev decoded before training, at each epoch's end, and every eval_every steps where set
+    assert [h["step"] for h in summary["history"]] == ([0, 2, 3, 4, 6] if mode == "finetune" else [0, 3, 6])
     folder = cfg.out_dir
     record = json.loads((folder / "student.json").read_text())
     assert record["mode"] == mode
