@@ -82,6 +82,14 @@ class SyntheticConfig:
     stretch: tuple[float, ...] = (1.0, 1.0)  # Festival: duration stretch range (> 1 slower)
     shift: tuple[float, ...] = (1.0, 1.0)  # Festival: playback-rate range (pitch and formants x shift)
     translate: TranslateSet | None = None  # the X->English test set (split "translate"); None: none
+    # language -> split -> count, over target_sizes / other_sizes for that language (a language whose texts give
+    # fewer clean sentences than the others need)
+    sizes_by_language: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def sizes(self, lang: str) -> dict[str, int]:
+        """Utterances per split of ``lang``."""
+        base = self.target_sizes if lang in self.targets else self.other_sizes
+        return {**base, **self.sizes_by_language.get(lang, {})}
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
     for lang in cfg.languages:
         if lang not in cfg.texts:
             raise DwPipeError(f"prepare_data.synthetic.texts has no entry for language {lang}")
-        sizes = cfg.target_sizes if lang in cfg.targets else cfg.other_sizes
+        sizes = cfg.sizes(lang)
         stats: Counter = Counter()
         pools = _disjoint_pools(cfg, lang, stats, rng)
         used[lang] = {normalize_for_dedup(x) for pool in pools.values() for x in pool}
@@ -311,8 +319,7 @@ def _speak(
 def check_festival(cfg: SyntheticConfig) -> None:
     """Festival languages name voices of their own language for every split they fill."""
     for lang, splits in cfg.festival.items():
-        sizes = cfg.target_sizes if lang in cfg.targets else cfg.other_sizes
-        for split, count in sizes.items():
+        for split, count in cfg.sizes(lang).items():
             if count and not splits.get(split):
                 raise DwPipeError(f"prepare_data.synthetic.festival.{lang} names no voice for split {split}")
         names = {v for vs in splits.values() for v in vs}
