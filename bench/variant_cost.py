@@ -1,6 +1,6 @@
 """What one more student variant costs: `dvc exp run` of a changed student, without and with the result memo.
 
-    python bench/variant_cost.py [--set train_student.per_mode.kd.seed=1] [--out bench/results/variant_cost.json]
+    python bench/variant_cost.py [--set +train_student.per_mode.kd.seed=1] [--out bench/results/variant_cost.json]
 
 Needs a finished `make repro` whose dvc.lock is committed (a temporary experiment starts from the last commit and
 takes the stages' outputs from the DVC cache). Runs the same variant twice, each as `dvc exp run --temp` (a copy of
@@ -71,7 +71,7 @@ def main() -> None:
                         help="a params override that makes the variant (repeatable; default: the kd student's seed)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variant_cost.json")
     args = parser.parse_args()
-    variant = args.variant or ["train_student.per_mode.kd.seed=1"]
+    variant = args.variant or ["+train_student.per_mode.kd.seed=1"]
     status = subprocess.run(["dvc", "status"], cwd=ROOT, capture_output=True, text=True).stdout
     if "up to date" not in status:
         raise SystemExit(

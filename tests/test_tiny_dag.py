@@ -171,8 +171,8 @@ def test_a_queued_two_point_sweep_trains_from_one_cache_and_reuses_unchanged_run
     memo = work / "data" / "run-memo" / "benchmark"
     before = set(memo.glob("*.json"))
     assert before, "the reference run keeps its runs in the result memo"
-    for seed in (1, 2):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train_student.common.seed={seed}"], work)
+    for lr in ("0.002", "0.0005"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train_student.common.lr={lr}"], work)
     run(["dvc", "queue", "start", "--jobs", "1"], work)
     status = _wait_for_queue(work)
     assert status.count("Success") == 2, status
@@ -186,9 +186,9 @@ def test_a_queued_two_point_sweep_trains_from_one_cache_and_reuses_unchanged_run
     assert len(set(memo.glob("*.json")) - before) >= 2
     table = run(["dvc", "exp", "show", "--md", "--no-pager"], work)
     assert "compare.test/pl/float32.distilwhisper" in table.replace("\n", "") or "distilwhisper" in table, table
-    assert table.count("train_student.common.seed") >= 1 and len(re.findall(r"\|\s*[12]\s*\|", table)) >= 2, table
+    assert "0.002" in table and "0.0005" in table, table
     bad = subprocess.run(
-        ["dvc", "exp", "run", "--temp", "-S", "train_student.common.kd_loss=hinge"], cwd=work, capture_output=True,
+        ["dvc", "exp", "run", "--temp", "-S", "+train_student.common.kd_loss=hinge"], cwd=work, capture_output=True,
         text=True,
     )  # fmt: skip
     assert bad.returncode != 0
