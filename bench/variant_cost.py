@@ -7,7 +7,8 @@ takes the stages' outputs from the DVC cache). Runs the same variant twice, each
 the project under .dvc/tmp/exps/, as `dvc queue start` runs it, so this also shows that such a copy finds the
 project's encoder memo and result memo):
 
-1. before: with `benchmark.run_memo=null`, the benchmark decodes every model again, as it did before the memo;
+1. before: with `benchmark.run_memo=null`, the benchmark decodes every model again, as it did before the memo
+   (longform keeps its memo: it reruns only where its inputs, the exports, changed, as before the memo);
 2. after: the default settings; the benchmark decodes only the models whose inputs changed.
 
 Both retrain the variant's student from the same inputs (so training costs the same twice). Prints the wall time of
@@ -36,7 +37,7 @@ from pipeline.report.docs import corpus_id, params_id, provenance  # noqa: E402
 FINISHED = re.compile(r"stage (\w+) finished in ([0-9.]+) s")
 RAN = re.compile(r"Running stage '(\w+)'")
 SKIPPED = re.compile(r"Stage '(\w+)' didn't change, skipping")
-NAME = re.compile(r"Ran experiment\(s\): (\S+)|Experiment '?(\S+?)'? ")
+NAME = re.compile(r"Ran experiment\(s\): (\S+)")
 
 
 def exp_run(sets: list[str], label: str) -> dict:
@@ -52,7 +53,7 @@ def exp_run(sets: list[str], label: str) -> dict:
         raise SystemExit(f"variant_cost: `{' '.join(cmd)}` failed with status {done.returncode}")
     stages = {m[1]: float(m[2]) for m in FINISHED.finditer(out)}
     kept = re.findall(r"(\d+) reused, (\d+) computed", out)
-    name = next((m[1] or m[2] for m in NAME.finditer(out) if m[1] or m[2]), None)
+    name = next((m[1] for m in NAME.finditer(out)), None)
     return {
         "label": label,
         "sets": sets,
@@ -77,13 +78,18 @@ def main() -> None:
         raise SystemExit(
             f"variant_cost: `dvc status` is not clean; run `make repro` and commit dvc.lock first:\n{status}"
         )
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dvc.lock", "params.yaml"], cwd=ROOT).returncode:
+        raise SystemExit("variant_cost: dvc.lock or params.yaml differs from the last commit, which a temporary "
+                         "experiment starts from; commit them first")  # fmt: skip
     runs = [
         exp_run([*variant, "benchmark.run_memo=null"], "before (no result memo)"),
         exp_run(variant, "after (result memo)"),
     ]
     for run in runs:
         if run["experiment"]:
-            subprocess.run(["dvc", "exp", "remove", run["experiment"]], cwd=ROOT, capture_output=True)
+            gone = subprocess.run(["dvc", "exp", "remove", run["experiment"]], cwd=ROOT, capture_output=True, text=True)
+            if gone.returncode:
+                print(f"variant_cost: could not remove experiment {run['experiment']}: {gone.stderr.strip()}")
     params = read_params(ROOT / "params.yaml")
     result = {
         "provenance": provenance(

@@ -39,6 +39,20 @@ from pipeline.core.fsutil import atomic_write_text, project_path, remove_temp_fi
 
 log = logging.getLogger(__name__)
 
+LEFTOVER_AGE_S = 3600  # a temporary older than this was left by a killed writer, not one still writing
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporaries (``.*.tmp-*``) in ``folder`` unchanged for :data:`LEFTOVER_AGE_S`: another process may
+    be writing a younger one."""
+    now = time.time()
+    for path in folder.glob(".*.tmp-*"):
+        try:
+            if now - path.stat().st_mtime > LEFTOVER_AGE_S:
+                path.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+
 
 def fingerprint(made_from: dict) -> str:
     """sha256 of ``made_from`` as canonical JSON."""
@@ -55,7 +69,10 @@ class ResultMemo:
         self.hits = 0
         self.misses = 0
         if self.folder.is_dir():
-            remove_temp_files(self.folder)
+            if self.persistent:  # shared by concurrent experiments: only temporaries a killed writer left
+                _remove_stale_temporaries(self.folder)
+            else:
+                remove_temp_files(self.folder)
 
     def _path(self, digest: str) -> Path:
         return self.folder / f"{digest[:32]}.json"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.core.fsutil import project_path
 from pipeline.evaluate import translation as translation_metrics
 from pipeline.evaluate.ct2_runs import ct2_runs, faster_whisper_runs
 from pipeline.evaluate.hf_runs import UNTRAINED, hf_runs
@@ -43,7 +44,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     ``cfg.out_dir``; runs an interrupted benchmark finished from the same inputs are taken as they are."""
     from pipeline.evaluate import ct2_tuning
 
-    setting = ct2_tuning.applied(cfg.ct2_tuning)  # before CTranslate2 loads
+    setting = ct2_tuning.applied(project_path(cfg.ct2_tuning))  # before CTranslate2 loads
     threads = int(setting["threads"])  # CTranslate2 intra-op threads; 0: its default
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
@@ -80,6 +81,7 @@ def _settings(cfg: BenchmarkConfig, setting: dict) -> dict:
         "batch_size": cfg.batch_size,
         "loop_caps": sorted(cfg.loop_caps),  # which utterances get the longer decodes, and how long
         "loop_cap_engines": sorted(cfg.loop_cap_engines),
+        "translate": sorted(cfg.translate),  # which datasets are decoded X->English (task, and caps)
         "target_languages": sorted(cfg.target_languages) if cfg.loop_caps else None,
         "ct2_setting": {k: setting[k] for k in ("setting", "env", "threads")},  # the seconds depend on it
     }

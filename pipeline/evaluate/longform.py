@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
-from pipeline.core.fsutil import atomic_dir, sha256_files, sha256_tree
+from pipeline.core.fsutil import atomic_dir, project_path, sha256_files, sha256_tree
 from pipeline.core.machine import machine
 from pipeline.core.result_memo import ResultMemo
 from pipeline.core.scoring import Counts, count_errors, metric_for, normalize
@@ -103,9 +103,8 @@ def run_longform(cfg: LongformConfig) -> dict:
     """metrics.json (one row per model, compute type, setting and language) and hypotheses.jsonl."""
     from pipeline.evaluate import ct2_tuning
 
-    setting_env = ct2_tuning.applied(cfg.ct2_tuning)  # before CTranslate2 loads
+    setting_env = ct2_tuning.applied(project_path(cfg.ct2_tuning))  # before CTranslate2 loads
     import ctranslate2
-    from faster_whisper import WhisperModel
 
     # Each model's worker threads seed their generator from this when they first sample (the generator is
     # thread-local in CTranslate2), so a model's draws depend only on the seed and the order of its calls.
@@ -124,25 +123,20 @@ def run_longform(cfg: LongformConfig) -> dict:
     for folder, info, name, mine in _models(cfg, recordings):
         made_from = {"shared": shared, "model": name, "model_files_sha256": sha256_tree(folder),
                      "export": _export_record(info), "recordings": [r["id"] for r in mine]}  # fmt: skip
-        kept = memo.get(made_from)
+        kept = memo.get(made_from)  # the transcriptions and their seconds; they are scored again below
         if kept is not None:
+            decoded, decoded_at = kept[0]["decoded"], kept[1]
             log.info("%s|%s: transcribed by an earlier run from the same inputs (%s); kept", name,
-                     info["requested_compute_type"], kept[1])  # fmt: skip
-            rows += [row | {"decoded_at": kept[1]} for row in kept[0]["rows"]]
-            hyps += kept[0]["hyps"]
-            continue
-        model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
-                             cpu_threads=int(setting_env["threads"]))  # fmt: skip
-        mine_rows, mine_hyps = [], []
+                     info["requested_compute_type"], decoded_at)  # fmt: skip
+        else:
+            decoded, decoded_at = _transcribe_all(cfg, folder, info, mine, audio, int(setting_env["threads"])), None
+            memo.put(made_from, {"decoded": decoded})
         for setting in cfg.settings:
             for lang in sorted({r["language"] for r in mine}):
                 recs = [r for r in mine if r["language"] == lang]
-                row, lines = _language_row(model, name, info, setting, lang, recs, audio, cfg.loop_ratio)
-                mine_rows.append(row)
-                mine_hyps += lines
-        memo.put(made_from, {"rows": mine_rows, "hyps": mine_hyps})
-        rows, hyps = rows + mine_rows, hyps + mine_hyps
-        del model
+                row, lines = _language_row(name, info, setting, lang, recs, decoded[setting], cfg.loop_ratio)
+                rows.append(row | ({"decoded_at": decoded_at} if decoded_at else {}))
+                hyps += lines
     extra = {"settings": list(cfg.settings), "loop_ratio": cfg.loop_ratio, "ct2_setting": setting_env}
     _write_outputs(cfg.out_dir, rows, hyps, extra)
     memo.finish()
@@ -150,14 +144,14 @@ def run_longform(cfg: LongformConfig) -> dict:
 
 
 def _shared_inputs(cfg: LongformConfig, recordings: list[dict], setting_env: dict) -> dict:
-    """What every model's long-form rows depend on besides the model: the recordings, settings, code, machine."""
+    """What every model's transcriptions depend on besides the model: the recordings, settings, code, machine (the
+    rows are scored from them on every run)."""
     from pipeline.evaluate.runs import DECODERS, code_digest, version_of
 
     return {
         "manifest_sha256": sha256_files([cfg.manifest]),
         "audio_sha256": sha256_files([cfg.manifest.parent / r["audio"] for r in recordings]),
         "settings": list(cfg.settings),
-        "loop_ratio": cfg.loop_ratio,
         "seed": cfg.seed,
         "device": cfg.device,
         "ct2_setting": {k: setting_env[k] for k in ("setting", "env", "threads")},
@@ -190,15 +184,34 @@ def _models(cfg: LongformConfig, recordings: list[dict]):
             yield folder, info, name, mine
 
 
-def _language_row(model, name: str, info: dict, setting: str, lang: str, recs: list[dict], audio: dict,
+def _transcribe_all(cfg: LongformConfig, folder: Path, info: dict, mine: list[dict], audio: dict,
+                    threads: int) -> dict[str, dict[str, dict]]:  # fmt: skip
+    """Setting -> recording id -> its segments ``[start, end, text]`` and transcription seconds, in the order the
+    sampling seed's draws assume (setting, then language, then recording)."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(folder), device=cfg.device, compute_type=info["effective_compute_type"],
+                         cpu_threads=threads)  # fmt: skip
+    decoded: dict[str, dict[str, dict]] = {}
+    for setting in cfg.settings:
+        for lang in sorted({r["language"] for r in mine}):
+            for r in (r for r in mine if r["language"] == lang):
+                begin = time.perf_counter()
+                segments = transcribe(model, audio[r["id"]], lang, setting)
+                seconds = time.perf_counter() - begin
+                decoded.setdefault(setting, {})[r["id"]] = {"segments": [list(s) for s in segments], "seconds": seconds}
+    return decoded
+
+
+def _language_row(name: str, info: dict, setting: str, lang: str, recs: list[dict], decoded: dict[str, dict],
                   loop_ratio: float) -> tuple[dict, list[dict]]:  # fmt: skip
-    """One model's metrics row for one setting and language, and its hypothesis lines."""
+    """One model's metrics row for one setting and language, scored from its transcriptions ``decoded`` (recording
+    id -> segments and seconds), and its hypothesis lines."""
     total, start_errors, stretches, loops, empties, seconds, length = Counts(), [], 0, 0, 0, 0.0, 0.0
     hyps = []
     for r in recs:
-        begin = time.perf_counter()
-        segments = transcribe(model, audio[r["id"]], lang, setting)
-        seconds += time.perf_counter() - begin
+        segments = [(float(s), float(e), t) for s, e, t in decoded[r["id"]]["segments"]]
+        seconds += decoded[r["id"]]["seconds"]
         length += r["duration"]
         scored = score_recording(r, segments, loop_ratio)
         total += scored["counts"]

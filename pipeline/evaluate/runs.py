@@ -32,7 +32,7 @@ from pipeline.data.manifest import Utterance
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (model, compute type)
-DECODERS = ("torch", "transformers", "ctranslate2", "faster-whisper", "numpy")
+DECODERS = ("torch", "transformers", "ctranslate2", "faster-whisper", "numpy", "peft")  # peft: a LoRA student loads
 # The code that decides a run's hypotheses, beside the model files and settings (relative to pipeline/): the
 # evaluation package, the models package (decoding, CLSR routing, features, CTranslate2 layout), how a student is
 # built, and how manifests and audio are read.

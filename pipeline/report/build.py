@@ -51,6 +51,10 @@ class ReportConfig:
     quantized: tuple[str, ...] = ("int8",)
     prepared: Path | None = None  # prepare_data's folder: its summary.json says which voices each split heard
     longform: Path | None = None  # the longform stage's folder (metrics.json); None: no long-form section
+    # The headline cells (the comparison's error rates: "<set>/<lang>/<type>": {method: rate}) as a small JSON file
+    # for DVC metrics. Git tracks it (it lives outside data/), so each DVC experiment's commit holds its own and
+    # `dvc exp show` compares them; None: not written
+    headline: Path | None = None
 
 
 def make_report(cfg: ReportConfig) -> dict:
@@ -70,7 +74,8 @@ def make_report(cfg: ReportConfig) -> dict:
         "insertions in parentheses (greedy decoding without fallback loops on synthetic speech).",
         "",
     ]
-    main = cfg.main_student.removeprefix("student-")
+    # the student the benchmark compared every row with (its rows' "vs"); the report's main student otherwise
+    main = (metrics.get("config") or {}).get("compare_student") or cfg.main_student.removeprefix("student-")
     compared, compare_summary = comparison_section(rows, targets, main, cfg.teacher)
     text += ["## Students compared on the target languages", ""] + compared + [""]
     compare_plot = students_compared(rows, targets, cfg.teacher)
@@ -105,4 +110,9 @@ def make_report(cfg: ReportConfig) -> dict:
             json.dumps({"compare": compare_summary, "targets": summary, "translation": tsummary}, indent=2) + "\n",
             encoding="utf-8",
         )
+    if cfg.headline is not None:
+        from pipeline.core.fsutil import atomic_write_text
+
+        cfg.headline.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg.headline, json.dumps(compare_summary, indent=1, sort_keys=True) + "\n")
     return summary

@@ -80,7 +80,8 @@ def comparison_section(
         f"Error rate in % with its 95 % bootstrap interval; beside it the paired difference (this row minus the "
         f"other, in points) from **{main}** and from the **teacher** over the same utterances, with its 95 % paired "
         "bootstrap interval: an interval that holds 0 cannot tell the two apart. float32: the PyTorch students "
-        "(exact routing); other types: the CTranslate2 exports users deploy.",
+        f"(exact routing) and the teacher as `{teacher}`; other types: the CTranslate2 exports users deploy and "
+        "the CTranslate2 teacher.",
         "",
     ]
     summary: dict = {}
@@ -118,6 +119,10 @@ def _power_lines(dataset: str, widths: dict[str, list[float]], entries: list[dic
         return [f"No second student on {dataset}: no interval on a difference between two students."]
     out = [f"Half-width of the 95 % interval on a difference between two students on {dataset} (median over students):"]
     for lang, hws in sorted(widths.items()):
+        hws = [h for h in hws if math.isfinite(h)]
+        if not hws:
+            out.append(f"- {lang}: no interval (no reference words)")
+            continue
         hw = statistics.median(hws)
         n = max(r["n_utterances"] for r in entries if r["dataset"] == dataset and r["language"] == lang)
         if hw <= TARGET_HALF_WIDTH:

@@ -200,25 +200,7 @@ def train_step(result: dict) -> list[str]:
     ]
 
 
-def variant_cost(result: dict) -> list[str]:
-    """What one more student variant costs through `dvc exp run`, without and with the result memo."""
-    rows = []
-    for run in result["runs"]:
-        stages = ", ".join(f"{name} {seconds:.0f}" for name, seconds in run["stage_seconds"].items())
-        memo = "; ".join(f"{m['reused']} kept, {m['computed']} decoded" for m in run["result_memo"]) or "-"
-        rows.append([run["label"], f"{run['wall_seconds']:.0f}", f"{run['wall_seconds'] / 60:.1f}", stages, memo])
-    head = ["run", "wall s", "min", "stages that ran (s)", "result memo (benchmark; longform)"]
-    machine = result["machine"]
-    return markdown_table(head, rows, "lrrll") + [
-        "",
-        f"Variant: `{' '.join(result['variant'])}`, each run a `dvc exp run --temp` in a copy of the project; "
-        f"after / before: {result['ratio_after_to_before']:.2f}. Machine: {machine['cpu']} ({machine['cpu_id']}), "
-        f"{machine['cores']} cores.",
-    ]
-
-
 TABLES: dict[str, DocTable] = {
-    "bench-variant-cost": with_source(f"{RESULTS}/variant_cost.json", variant_cost),
     "bench-encoder-memo": with_source(f"{RESULTS}/encoder_memo.json", encoder_memo),
     "bench-rtfx-engines": with_source(f"{RESULTS}/rtfx.json", rtfx_engines),
     "bench-rtfx-encoder": with_source(f"{RESULTS}/rtfx.json", rtfx_encoder),

@@ -103,6 +103,11 @@ def test_every_ct2_model_transcribes_the_recordings_under_both_settings(tmp_path
     assert (tmp_path / "kept2" / "hypotheses.jsonl").read_text() == (cfg.out_dir / "hypotheses.jsonl").read_text()
     rows2 = json.loads((tmp_path / "kept2" / "metrics.json").read_text())["rows"]
     assert all(r["decoded_at"] for r in rows2)
+    # the loop threshold only scores: the kept transcriptions are scored again, not transcribed again
+    rescored = run_longform(replace(kept, out_dir=tmp_path / "kept3", loop_ratio=0.5))
+    assert rescored["kept"] == 2 and len(calls) == 8
+    rows3 = json.loads((tmp_path / "kept3" / "metrics.json").read_text())["rows"]
+    assert sum(r["loop_stretches"] for r in rows3) > sum(r["loop_stretches"] for r in rows2)
     run_longform(replace(kept, seed=1))
     assert len(calls) == 16
     with pytest.raises(DwPipeError, match=r"longform.settings \['beam9'\]"):

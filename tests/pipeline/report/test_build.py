@@ -170,7 +170,12 @@ def test_speed_plot_pools_each_timed_run_in_the_same_colours_and_markers(rows):
 def test_report_md_has_a_caption_under_each_plot(rows, tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "metrics.json").write_text(json.dumps({"rows": rows, "target_languages": TARGETS}))
-    make_report(ReportConfig(bench=tmp_path / "bench", out_dir=tmp_path / "report", teacher="ct2:teacher"))
+    headline = tmp_path / "metrics" / "compare.json"
+    make_report(
+        ReportConfig(bench=tmp_path / "bench", out_dir=tmp_path / "report", teacher="ct2:teacher", headline=headline)
+    )
+    cells = json.loads(headline.read_text())  # the comparison's cells, for dvc exp show
+    assert cells == json.loads((tmp_path / "report" / "summary.json").read_text())["compare"] and cells
     lines = (tmp_path / "report" / "report.md").read_text().splitlines()
     for name in (
         "students_compared.png",
