@@ -37,7 +37,7 @@ APT_PACKAGES=(python3 python3-venv git make espeak-ng
   festival festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb festvox-ca-ona-hts
   festvox-suopuhe-lj festvox-suopuhe-mv festvox-itapc16k festvox-italp16k
   # gettext catalogues named in params.yaml prepare_data.synthetic.texts (ca, fi)
-  libgtk2.0-common libgtk-3-common libgstreamer1.0-0 gsettings-desktop-schemas appstream libglib2.0-data libgdk-pixbuf2.0-common
+  libgtk2.0-common libgstreamer1.0-0 gsettings-desktop-schemas appstream libglib2.0-data libgdk-pixbuf2.0-common
   libavahi-common-data at-spi2-common
   coreutils apt libc-l10n gnupg-l10n login tar findutils bash binutils-common sed grep diffutils xz-utils wget gettext
   # the translation test set's English messages and their ca, cs, fi, it translations (prepare_data.synthetic.translate)

@@ -94,6 +94,20 @@ def test_synthetic_corpus_is_disjoint_deterministic_and_16k(tmp_path, tiny_hf_di
     assert (other_seed.out_dir / "train.jsonl").read_text() != (cfg.out_dir / "train.jsonl").read_text()
 
 
+def test_one_language_can_have_its_own_split_sizes(tmp_path, tiny_hf_dir):
+    """sizes_by_language overrides the target / other sizes of one language, split by split."""
+    from pipeline.data.synthetic import plan_corpus
+
+    cfg = _config(tmp_path, tiny_hf_dir).synthetic
+    cfg = replace(cfg, sizes_by_language={"pl": {"test": 2}, "de": {"test_ood": 0}})
+    assert cfg.sizes("pl") == {"train": 3, "dev": 1, "test": 2, "test_ood": 2}
+    items, _ = plan_corpus(cfg, seed=7)
+    count = {(i.language, i.split): 0 for i in items}
+    for i in items:
+        count[(i.language, i.split)] += 1
+    assert count[("pl", "test")] == 2 and ("de", "test_ood") not in count and count[("de", "test")] == 2
+
+
 def test_shared_voice_between_splits_is_refused(tmp_path, tiny_hf_dir):
     cfg = _config(tmp_path, tiny_hf_dir)
     cfg = replace(cfg, synthetic=replace(cfg.synthetic, voices={**cfg.synthetic.voices, "dev": ("m1",)}))
