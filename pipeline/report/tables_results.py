@@ -318,28 +318,7 @@ def time_line(run: dict) -> list[str]:
     ]
 
 
-def _compared(run: dict, types: tuple[str, ...] | None) -> list[str]:
-    """The report's first table (:mod:`pipeline.report.comparison`) from the recorded rows (all of group ``all``)."""
-    from pipeline.report.comparison import comparison_section
-
-    main = run["roles"]["distilwhisper"].removeprefix("student-")
-    rows = [r | {"group": "all"} for r in run["rows"]]
-    return comparison_section(rows, run["targets"], main, run["roles"]["teacher"], types)[0]
-
-
-def compare_float32(run: dict) -> list[str]:
-    """README: the students compared at float32, with paired intervals and the test sets' power."""
-    return _compared(run, ("float32",))
-
-
-def compare_all(run: dict) -> list[str]:
-    """docs/results.md: the students compared at every compute type."""
-    return _compared(run, None)
-
-
 TABLES: dict[str, DocTable] = {
-    "run-compare": with_source(RUN, compare_float32, TODAY),
-    "run-compare-all": with_source(RUN, compare_all, TODAY),
     "run-time": DocTable(RUN, time_line, TODAY),
     "run-headline": with_source(RUN, headline, TODAY),
     "run-bars": DocTable(RUN, bars, TODAY),
