@@ -155,6 +155,7 @@ def _wait_for_queue(work: Path, timeout: float = 900) -> str:
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
 
 
+@pytest.mark.slow  # minutes: two queued experiments through DVC's queue worker (make test-slow; CI runs it)
 def test_a_queued_two_point_sweep_trains_from_one_cache_and_reuses_unchanged_runs(reference, tmp_path):
     """`dvc exp run --queue -S ...` twice, then `dvc queue start`: both experiments succeed in their temporary copies
     (.dvc/tmp/exps/...), neither rebuilds the teacher cache, both find the project's result memo (the unchanged
