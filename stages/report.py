@@ -17,12 +17,15 @@ def main() -> None:
     # Imported here, under run_stage: a Ctrl-C while torch loads also ends in one line.
     from dataclasses import replace
 
-    from pipeline.core.config import load_section
-    from pipeline.report.build import ReportConfig, make_report
+    from pipeline.core.config import load_section, read_params
+    from pipeline.report.build import ReportConfig, make_report, with_pipeline_inputs
 
     cfg = load_section(ReportConfig, "report")
     if cfg.headline is None:  # dvc.yaml declares metrics/compare.json among the report stage's metrics
         cfg = replace(cfg, headline=Path("metrics/compare.json"))
+    # The students must come from the pipeline's own cache, training manifest and base (report: cache / train /
+    # base set them otherwise)
+    cfg = with_pipeline_inputs(cfg, read_params())
     make_report(cfg)
 
 

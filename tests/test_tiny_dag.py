@@ -72,6 +72,11 @@ def test_full_pipeline_runs_then_is_up_to_date(reference):
     train = (reference / "data/prepared/train.jsonl").read_text()
     assert '"segments"' in train  # timestamped windows, cached and trained on
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], reference)
+    # dvclive curves reach `dvc plots`: the dev error rate has one line per trained student
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=reference, capture_output=True, text=True)
+    values = json.loads(shown.stdout)["data"]["dev error rate"][0]["content"]["data"]["values"]
+    assert {v["filename"].split("/")[0] for v in values} == {"distilwhisper", "clsr"}, values
+    assert min(int(v["step"]) for v in values) == 0
 
 
 def _kill_when(work: Path, target: str, ready) -> None:

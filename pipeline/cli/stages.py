@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app, path_str, user_errors
-from pipeline.core.config import DEFAULT_PARAMS, load_section
+from pipeline.core.config import DEFAULT_PARAMS, load_section, read_params
 
 
 @app.command("import-models")
@@ -226,8 +226,9 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
 ) -> None:
     """Stage report: report.md with tables, bias analysis and plots."""
-    from pipeline.report.build import ReportConfig, make_report
+    from pipeline.report.build import ReportConfig, make_report, with_pipeline_inputs
 
     config = load_section(ReportConfig, "report", params, bench=path_str(bench), out_dir=path_str(out))
+    config = with_pipeline_inputs(config, read_params(params))
     make_report(config)
     typer.echo(f"{config.out_dir}/report.md written")

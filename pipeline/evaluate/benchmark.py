@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pipeline.core.fsutil import project_path
 from pipeline.evaluate import translation as translation_metrics
+from pipeline.evaluate.claims import model_claims
 from pipeline.evaluate.ct2_runs import ct2_runs, faster_whisper_runs
 from pipeline.evaluate.hf_runs import UNTRAINED, hf_runs
 from pipeline.evaluate.matrix import BenchmarkConfig, load_datasets
@@ -54,7 +55,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     shared = shared_inputs(cfg.datasets, data, Path(cfg.teacher), _settings(cfg, setting))
     kept = KeptRuns(Path(cfg.out_dir), shared, cfg.run_memo)
     runs = hf_runs(cfg, data, extractor, tokenizer, kept)
-    runs |= ct2_runs(cfg, data, extractor, tokenizer, kept, threads)
+    runs |= ct2_runs(cfg, data, extractor, tokenizer, kept, setting)
     runs |= faster_whisper_runs(cfg, data, kept, threads)
     rows, hyps, translation = _score(cfg, runs)
     extra = {
@@ -67,6 +68,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "config": json.loads(json.dumps(cfg.__dict__, default=str)),
         "target_languages": list(cfg.target_languages),
         "ct2_setting": setting,
+        # what the trained models and the test sets were made from (pipeline/evaluate/claims.py; the report checks it)
+        "made_from": {"datasets": shared["datasets"], "models": model_claims(cfg.students, cfg.ct2_dir)},
     }
     write_outputs(cfg.out_dir, rows, hyps, extra)
     kept.finish()

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.fsutil import project_path
 from pipeline.data.manifest import Utterance
 from pipeline.evaluate.caps import with_caps
 from pipeline.evaluate.matrix import BenchmarkConfig, caps_of, scoped, task_of
 from pipeline.evaluate.measure import log_run, timed
 from pipeline.evaluate.runs import KeptRuns, Key, Run
-from pipeline.evaluate.shared_encodings import SharedEncodings, transformers_encoder
+from pipeline.evaluate.shared_encodings import SharedEncodings, ct2_encoder_memo, transformers_encoder
 
 
 class LogMel:
@@ -57,15 +58,27 @@ def _ct2_models(cfg: BenchmarkConfig) -> list[tuple[tuple[str, str], Path, dict]
 
 
 def ct2_runs(
-    cfg: BenchmarkConfig, data: dict[str, list[Utterance]], extractor, tokenizer, kept_runs: KeptRuns, threads: int = 0
+    cfg: BenchmarkConfig,
+    data: dict[str, list[Utterance]],
+    extractor,
+    tokenizer,
+    kept_runs: KeptRuns,
+    setting: dict | None = None,
 ) -> dict[Key, dict[str, Run]]:
     """Every CTranslate2 model under ct2_dir, on its language(s), with the shared features.
 
     Models whose encoders are identical (same fingerprint and compute type:
     a decoder-only student and its teacher) run one after the other and
     share the encoder outputs; each is charged the encoder's measured time.
+    With ``encoder_memo``, CTranslate2's own encoder outputs are kept there too
+    (:func:`pipeline.evaluate.shared_encodings.ct2_encoder_memo`), so a later
+    run's models with the same encoder do not encode the utterances again.
+    ``setting``: the CTranslate2 setting applied (``ct2_tuning.applied``).
     """
     import ctranslate2
+
+    setting = setting or {"env": {}, "threads": 0}
+    threads = int(setting["threads"])
 
     runs: dict[Key, dict[str, Run]] = {}
     features = LogMel(extractor)
@@ -75,7 +88,12 @@ def ct2_runs(
     shared = SharedEncodings()
     for key, folder, info in _ct2_models(cfg):
         float32 = key[1] == "float32" and (Path(info["source"]) / "config.json").is_file()
-        shared.use(key, transformers_encoder(extractor, Path(info["source"]), cfg.encoder_memo) if float32 else None)
+        memo = project_path(cfg.encoder_memo) if cfg.encoder_memo else None
+        shared.use(
+            key,
+            transformers_encoder(extractor, Path(info["source"]), cfg.encoder_memo) if float32 else None,
+            ct2_encoder_memo(memo, key, extractor, setting) if memo else None,
+        )
         export = Path(info["source"]) / "export.json"
         language = json.loads(export.read_text())["language"] if export.is_file() else None
         name = folder.name[: -len(info["requested_compute_type"]) - 1]

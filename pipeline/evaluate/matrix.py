@@ -54,7 +54,8 @@ class BenchmarkConfig:
     batch_size: int = 16
     bootstrap: int = 1000
     seed: int = 0
-    # Where float32 encoder outputs are kept between stages and runs (pipeline/core/encoder_memo.py); None: not kept
+    # Where encoder outputs are kept between stages and runs (pipeline/core/encoder_memo.py): the transformers float32
+    # ones, and CTranslate2's own per compute type (pipeline/evaluate/shared_encodings.py); None: not kept
     encoder_memo: Path | None = None
     # Finished runs kept between benchmarks, keyed by all that made them (pipeline/core/result_memo.py): an unchanged
     # model is not decoded again. None: kept only until this benchmark's outputs are written (a kill's resume)

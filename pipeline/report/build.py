@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.fsutil import atomic_dir
+from pipeline.evaluate.claims import Inputs, check_claims
 from pipeline.report.bias import gender_table, voice_table
 from pipeline.report.comparison import comparison_section
 from pipeline.report.error_tables import (
@@ -55,6 +56,32 @@ class ReportConfig:
     # for DVC metrics. Git tracks it (it lives outside data/), so each DVC experiment's commit holds its own and
     # `dvc exp show` compares them; None: not written
     headline: Path | None = None
+    # What the compared students must have been trained from (pipeline/evaluate/claims.py): a benchmark whose
+    # students name another cache, training manifest or base model is refused. None: that input is not checked
+    cache: Path | None = None
+    train: Path | None = None
+    base: Path | None = None
+
+    @property
+    def checks_inputs(self) -> bool:
+        """Whether the benchmark's claims are checked: when the report names any input."""
+        return any(p is not None for p in (self.cache, self.train, self.base))
+
+
+def with_pipeline_inputs(cfg: ReportConfig, params: dict) -> ReportConfig:
+    """``cfg`` with the inputs it leaves unset taken from the pipeline's own sections of ``params``: the teacher
+    cache (cache_teacher.out_dir), training manifest and base (train_student.common), which the compared students
+    must have been trained from (dvc.yaml lists these params among the report's)."""
+    from dataclasses import replace
+
+    common = params.get("train_student", {}).get("common", {})
+    out_dir = params.get("cache_teacher", {}).get("out_dir")
+    return replace(
+        cfg,
+        cache=cfg.cache or (Path(out_dir) if out_dir else None),
+        train=cfg.train or (Path(common["train"]) if common.get("train") else None),
+        base=cfg.base or (Path(common["base"]) if common.get("base") else None),
+    )
 
 
 def make_report(cfg: ReportConfig) -> dict:
@@ -63,6 +90,7 @@ def make_report(cfg: ReportConfig) -> dict:
     from pipeline.report.plots import draw_plots, save_plots, students_compared  # matplotlib loads only here
 
     metrics = json.loads((cfg.bench / "metrics.json").read_text())
+    made_from = check_claims(metrics, Inputs(cfg.cache, cfg.train, cfg.base)) if cfg.checks_inputs else {}
     rows = metrics["rows"]
     targets = metrics.get("target_languages") or []
     checks, summary = target_checks(rows, targets, cfg.main_student, cfg.teacher)
@@ -107,12 +135,17 @@ def make_report(cfg: ReportConfig) -> dict:
             text += [f"![{plot.name}]({plot.name})", "", f"*{plot.caption}*", ""]
         (tmp / "report.md").write_text("\n".join(text), encoding="utf-8")
         (tmp / "summary.json").write_text(
-            json.dumps({"compare": compare_summary, "targets": summary, "translation": tsummary}, indent=2) + "\n",
+            json.dumps(
+                {"compare": compare_summary, "made_from": made_from, "targets": summary, "translation": tsummary},
+                indent=2,
+            )
+            + "\n",
             encoding="utf-8",
         )
     if cfg.headline is not None:
         from pipeline.core.fsutil import atomic_write_text
 
         cfg.headline.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg.headline, json.dumps(compare_summary, indent=1, sort_keys=True) + "\n")
+        headline = compare_summary | ({"made_from": made_from} if made_from else {})
+        atomic_write_text(cfg.headline, json.dumps(headline, indent=1, sort_keys=True) + "\n")
     return summary

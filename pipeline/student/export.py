@@ -69,6 +69,8 @@ def export_student(student_dir: Path, language: str, out: Path, threshold: float
             "language": language if record["mode"] in CLSR_MODES else None,
             "threshold": threshold,
             "routing": routing,
+            # what the student's training read (student.json "inputs"): the report checks the benchmark's claims
+            "trained_from": record.get("inputs", {}),
         }
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     log.info("exported %s for %s into %s", student_dir, language, out)

@@ -226,14 +226,36 @@ def _finish(cfg: TrainConfig, inputs: dict[str, str], model, spec, clsr, state: 
         save_student(tmp, model, cfg.mode, spec, cfg.languages, clsr, cfg.settings_record(), inputs)
         (tmp / "train_log.jsonl").write_text(steps.read_text() if steps.is_file() else "", encoding="utf-8")
         (tmp / "dev.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _write_plots(tmp, steps)
+        _write_live(tmp / LIVE_DIR, steps, summary)
     remove_run_files(cfg)
     return summary
 
 
-def _write_plots(out: Path, log_file: Path) -> None:
-    """CSV curves for DVC plots: loss parts and mean gate value per step."""
+LIVE_DIR = "live"  # a student's training curves (dvclive), read by dvc.yaml's plots
+TRAIN_CURVES = ("ce", "kd", "gate", "gate_mean", "lr", "grad_norm")
+
+
+def _write_live(out: Path, log_file: Path, summary: dict) -> None:
+    """The run's curves in dvclive's layout under ``out``, from the step log (which resume keeps exact):
+    ``plots/metrics/train/<part>.tsv`` per step (loss parts, mean gate, lr, gradient norm),
+    ``plots/metrics/dev/wer.tsv`` (and ``dev/<lang>.tsv``) at each dev decode, and ``metrics.json`` with the
+    chosen dev rate, so ``dvc plots diff`` and ``dvc exp show`` compare runs.
+
+    Written once the run is done (from the log rather than live): a killed run resumes from its last checkpoint,
+    and curves written as it went would hold the steps after that checkpoint twice."""
+    from dvclive import Live
+
     rows = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
-    keys = ["step", "ce", "kd", "gate", "gate_mean", "lr"]
-    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
-    (out / "curves.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Live(dir=str(out), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for row in rows:
+            live.step = row["step"]
+            for part in TRAIN_CURVES:
+                if isinstance(row.get(part), (int, float)):
+                    live.log_metric(f"train/{part}", row[part])
+        for point in summary["history"]:
+            live.step = point["step"]
+            live.log_metric("dev/wer", point["wer"])
+            for lang, result in sorted(point.get("per_language", {}).items()):
+                live.log_metric(f"dev/{lang}", result["wer"])
+        live.step = summary["steps"]
+        live.log_metric("dev/best_wer", summary["dev_wer_best"], plot=False)

@@ -197,7 +197,14 @@ def test_ct2_float32_decodes_from_the_transformers_outputs_only_when_its_encoder
     with caplog.at_level(logging.WARNING, logger="pipeline.evaluate.shared_encodings"):
         own = _bench(tiny_hf_dir, bench_inputs, tmp_path / "own", tmp_path / "memo")
     assert "differs from the transformers one" in caplog.text
-    assert all(row["encoder_source"] is None for row in own["rows"].values())
+    for (model, ctype, _), row in own["rows"].items():
+        if model.startswith("ct2:") and ctype == "int8":  # CTranslate2's own int8 outputs, kept by the first run
+            assert row["encoder_source"].startswith("encoder memo"), row
+        else:
+            assert row["encoder_source"] is None, row
+    # The teacher, first of its encoder, re-encoded one utterance (the check) and read every other one.
+    teacher_int8 = [r for (m, c, _), r in own["rows"].items() if (m, c) == ("ct2:teacher", "int8")]
+    assert sum(r["n_utterances"] - r["encoder_reused"] for r in teacher_int8) == 1
     # The hypotheses do not depend on which encoder computed the (matching) outputs.
     assert adopted["hyps"] == own["hyps"]
 
@@ -242,3 +249,78 @@ def test_shared_encodings_charge_the_measured_encoder_for_adopted_outputs(tmp_pa
     mine, _, _ = other.batch(_FakeCT2(0.5), _utts(6)[:3], tmp_path, feats)  # far from the reference
     assert other.per_utterance is None and other.reference is None and other.source == ""
     np.testing.assert_allclose(mine, first + 0.5, atol=1e-5)
+
+
+class _CountingCT2(_FakeCT2):
+    def __init__(self, offset: float) -> None:
+        super().__init__(offset)
+        self.encoded = 0
+
+    def encode(self, view) -> np.ndarray:
+        self.encoded += np.asarray(view).shape[0]
+        return super().encode(view)
+
+
+def _disk_memo(tmp_path: Path):
+    from pipeline.evaluate.shared_encodings import ct2_encoder_memo
+
+    extractor = WhisperFeatureExtractor(feature_size=80)
+    return ct2_encoder_memo(tmp_path / "memo", ("fp", "int8_float32"), extractor, {"env": {}, "threads": 0})
+
+
+def test_ctranslate2_outputs_kept_on_disk_serve_a_later_run_after_one_bitwise_check(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    utts = _utts(6)
+    for u in utts:
+        (tmp_path / u.audio).write_bytes(u.id.encode())  # the memo keys a file by its bytes
+    features = {u.id: rng.standard_normal((4, 5)).astype(np.float32) for u in utts}
+
+    def feats(chunk):
+        return np.stack([features[u.id] for u in chunk])
+
+    first_run, model = SharedEncodings(), _CountingCT2(0.0)
+    first_run.use(("fp", "int8_float32"), None, _disk_memo(tmp_path))
+    computed, _, reused = first_run.batch(model, utts[:3], tmp_path, feats)
+    assert model.encoded == 3 and reused == [] and first_run.source == ""
+    assert len(list(first_run.disk.dir.glob("*.npy"))) == 3
+
+    # A later run (another process: nothing in memory) re-encodes one utterance, then reads the rest.
+    later, model = SharedEncodings(), _CountingCT2(0.0)
+    later.use(("fp", "int8_float32"), None, _disk_memo(tmp_path))
+    again, charged, reused = later.batch(model, utts[:3], tmp_path, feats)
+    np.testing.assert_array_equal(again, computed)
+    assert model.encoded == 1 and reused == ["u1", "u2"] and later.source.startswith("encoder memo")
+    assert charged == pytest.approx(2 * later.per_utterance, abs=0.01) and charged > 0.02
+    # Utterances the memo lacks are encoded and kept.
+    _, _, reused = later.batch(model, utts[3:], tmp_path, feats)
+    assert model.encoded == 4 and reused == [] and len(list(later.disk.dir.glob("*.npy"))) == 6
+
+    # Outputs that differ from the kept ones (another build of the encoder under the same key) turn the memo off.
+    other, model = SharedEncodings(), _CountingCT2(0.25)
+    other.use(("fp", "int8_float32"), None, _disk_memo(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        mine, charged, reused = other.batch(model, utts[:3], tmp_path, feats)
+    assert "differs from this run's" in caplog.text and other.disk is None
+    assert model.encoded == 3 and reused == [] and charged == pytest.approx(0.0, abs=0.01)  # less the read
+    np.testing.assert_allclose(mine, computed + 0.25, atol=1e-6)
+
+
+def test_ctranslate2_memo_keys_name_the_version_setting_and_machine(tmp_path, monkeypatch):
+    from pipeline.evaluate.shared_encodings import ct2_encoder_memo
+
+    extractor = WhisperFeatureExtractor(feature_size=80)
+
+    def key(setting, compute="int8_float32"):
+        return ct2_encoder_memo(tmp_path, ("fp", compute), extractor, setting).dir.name
+
+    plain = key({"env": {}, "threads": 0})
+    assert plain != key({"env": {"CT2_FORCE_CPU_ISA": "AVX2"}, "threads": 0})
+    assert plain != key({"env": {}, "threads": 2})
+    assert plain != key({"env": {}, "threads": 0}, "float32")
+    import ctranslate2
+
+    monkeypatch.setattr(ctranslate2, "__version__", "0.0.1")
+    assert plain != key({"env": {}, "threads": 0})
+    monkeypatch.undo()
+    monkeypatch.setattr(machine, "this_cpu", lambda: {"cpu": "another"})
+    assert plain != key({"env": {}, "threads": 0})

@@ -66,6 +66,15 @@ def test_each_mode_trains_and_reloads(tiny_hf_dir, tiny_data, tmp_path, mode):
     assert len(log_lines) == summary["steps"]
     first = json.loads(log_lines[0])
     assert ("kd" in first) == (mode == "distilwhisper") and ("gate" in first) == (mode in ("distilwhisper", "clsr"))
+    # dvclive curves: one row per step of each logged part, one per dev decode, the chosen rate in metrics.json
+    live = folder / "live"
+    ce = (live / "plots/metrics/train/ce.tsv").read_text().splitlines()
+    assert ce[0].split("\t") == ["step", "ce"] and [int(r.split("\t")[0]) for r in ce[1:]] == list(range(1, 7))
+    assert (live / "plots/metrics/train/kd.tsv").is_file() == (mode == "distilwhisper")
+    dev = [r.split("\t") for r in (live / "plots/metrics/dev/wer.tsv").read_text().splitlines()[1:]]
+    assert [(int(s), float(w)) for s, w in dev] == [(h["step"], pytest.approx(h["wer"])) for h in summary["history"]]
+    assert (live / "plots/metrics/dev/pl.tsv").is_file()
+    assert json.loads((live / "metrics.json").read_text())["dev"]["best_wer"] == pytest.approx(summary["dev_wer_best"])
     if mode in ("distilwhisper", "clsr"):
         assert {p.name for p in folder.glob("expert.*")} == {"expert.pl.safetensors", "expert.cs.safetensors"}
         assert set(summary["best_step"]) == set(summary["gate_rates"]) == {"pl", "cs"}  # chosen per language
@@ -104,6 +113,9 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_hf_dir, tiny_data,
         b = load_file(str(cfg.out_dir / f"expert.{lang}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lang
     assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
+    for curve in ("train/ce.tsv", "train/kd.tsv", "dev/wer.tsv"):  # the resumed curves hold each step once
+        path = f"live/plots/metrics/{curve}"
+        assert (reference.out_dir / path).read_text() == (cfg.out_dir / path).read_text(), curve
 
 
 def test_a_kill_while_a_checkpoint_replaces_the_last_one_loses_no_checkpoint(
@@ -140,6 +152,9 @@ def test_a_kill_while_a_checkpoint_replaces_the_last_one_loses_no_checkpoint(
         b = load_file(str(cfg.out_dir / f"expert.{lang}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lang
     assert (reference.out_dir / "train_log.jsonl").read_text() == (cfg.out_dir / "train_log.jsonl").read_text()
+    for curve in ("train/ce.tsv", "train/kd.tsv", "dev/wer.tsv"):  # the resumed curves hold each step once
+        path = f"live/plots/metrics/{curve}"
+        assert (reference.out_dir / path).read_text() == (cfg.out_dir / path).read_text(), curve
     assert sorted(p.name for p in cfg.out_dir.parent.iterdir()) == ["distilwhisper"]  # nothing left beside it
 
 
