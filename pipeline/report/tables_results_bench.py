@@ -200,6 +200,41 @@ def train_step(result: dict) -> list[str]:
     ]
 
 
+def variant_parts(result: dict) -> list[str]:
+    """One optimizer step per mode, its frozen cross-attention K/V part, and what a variant's training costs."""
+    every = result["dev_decodes"]
+    rows = []
+    for name, m in result["modes"].items():
+        kv = "trained" if m["cross_kv_s"] is None else f"{m['cross_kv_s']:.2f} ({m['cross_kv_share']:.0%})"
+        rows.append(
+            [
+                name,
+                f"{m['step_s']:.2f}",
+                kv,
+                f"{m['train_s_default']:.0f}",
+                f"{m['train_s_eval_every_8']:.0f}",
+                f"{m['kv_once_per_utterance_saves_s']:.0f}",
+            ]
+        )
+    int8 = result["ctranslate2_int8_encoder"]
+    return markdown_table(
+        [
+            "mode",
+            "s per step",
+            "cross K/V s (share)",
+            f"training s ({every['default']} dev decodes)",
+            f"training s ({every['eval_every_8']}: eval_every 8)",
+            "K/V once an utterance saves s",
+        ],
+        rows,
+    ) + [
+        "",
+        f"{result['steps_per_run']} steps a run; one dev decode ({result['dev_utterances']} utterances, untrained "
+        f"student): {result['dev_decode_s']:.1f} s. CTranslate2 int8 encoder: {int8['encode_s']:.2f} s an utterance;"
+        f" reading its kept output from the encoder memo: {int8['memo_read_s'] * 1000:.1f} ms.",
+    ]
+
+
 TABLES: dict[str, DocTable] = {
     "bench-encoder-memo": with_source(f"{RESULTS}/encoder_memo.json", encoder_memo),
     "bench-rtfx-engines": with_source(f"{RESULTS}/rtfx.json", rtfx_engines),
@@ -209,4 +244,5 @@ TABLES: dict[str, DocTable] = {
     "bench-cache-size": with_source(f"{RESULTS}/cache_teacher.json", cache_size, {"cache_format": CURRENT}),
     "bench-cache-speed": with_source(f"{RESULTS}/cache_teacher.json", cache_speed),
     "bench-train-step": with_source(f"{RESULTS}/train_step.json", train_step),
+    "bench-variant-parts": with_source(f"{RESULTS}/variant_parts.json", variant_parts),
 }

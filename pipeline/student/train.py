@@ -239,23 +239,33 @@ def _write_live(out: Path, log_file: Path, summary: dict) -> None:
     """The run's curves in dvclive's layout under ``out``, from the step log (which resume keeps exact):
     ``plots/metrics/train/<part>.tsv`` per step (loss parts, mean gate, lr, gradient norm),
     ``plots/metrics/dev/wer.tsv`` (and ``dev/<lang>.tsv``) at each dev decode, and ``metrics.json`` with the
-    chosen dev rate, so ``dvc plots diff`` and ``dvc exp show`` compare runs.
+    last values and the chosen dev rate, so ``dvc plots diff`` and ``dvc metrics`` compare runs.
 
     Written once the run is done (from the log rather than live): a killed run resumes from its last checkpoint,
-    and curves written as it went would hold the steps after that checkpoint twice."""
-    from dvclive import Live
+    and curves written as it went would hold the steps after that checkpoint twice. dvclive's metric writer is
+    used without its ``Live`` session, which would look for a git commit, a DVC experiment and DVC Studio: a stage
+    runs offline, and in a fresh repository with no commit yet."""
+    from dvclive.plots import Metric
+
+    curves: dict[str, Metric] = {}
+    last: dict[str, dict[str, float]] = {}
+
+    def log(name: str, step: int, value: float) -> None:
+        curve = curves.setdefault(name, Metric(name, str(out / "plots")))
+        curve.step = step
+        curve.dump(value)
+        group, key = name.split("/")
+        last.setdefault(group, {})[key] = value
 
     rows = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
-    with Live(dir=str(out), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        for row in rows:
-            live.step = row["step"]
-            for part in TRAIN_CURVES:
-                if isinstance(row.get(part), (int, float)):
-                    live.log_metric(f"train/{part}", row[part])
-        for point in summary["history"]:
-            live.step = point["step"]
-            live.log_metric("dev/wer", point["wer"])
-            for lang, result in sorted(point.get("per_language", {}).items()):
-                live.log_metric(f"dev/{lang}", result["wer"])
-        live.step = summary["steps"]
-        live.log_metric("dev/best_wer", summary["dev_wer_best"], plot=False)
+    for row in rows:
+        for part in TRAIN_CURVES:
+            if isinstance(row.get(part), (int, float)):
+                log(f"train/{part}", row["step"], row[part])
+    for point in summary["history"]:
+        log("dev/wer", point["step"], point["wer"])
+        for lang, result in sorted(point.get("per_language", {}).items()):
+            log(f"dev/{lang}", point["step"], result["wer"])
+    last.setdefault("dev", {})["best_wer"] = summary["dev_wer_best"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**last, "step": summary["steps"]}, indent=4) + "\n")
