@@ -1,6 +1,7 @@
 """What one more student variant costs: `dvc exp run` of a changed student, without and with the result memo.
 
-    python bench/variant_cost.py [--set +train_student.per_mode.kd.seed=1] [--out bench/results/variant_cost.json]
+    python bench/variant_cost.py [--set +train_student.per_mode.distilwhisper.seed=1] [--after-only]
+                                 [--out bench/results/variant_cost.json]
 
 Needs a finished `make repro` whose dvc.lock is committed (a temporary experiment starts from the last commit and
 takes the stages' outputs from the DVC cache). Runs the same variant twice, each as `dvc exp run --temp` (a copy of
@@ -70,9 +71,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", dest="variant", action="append", default=None,
                         help="a params override that makes the variant (repeatable; default: the kd student's seed)")  # fmt: skip
+    parser.add_argument("--after-only", action="store_true", help="run only the variant with the result memo")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variant_cost.json")
     args = parser.parse_args()
-    variant = args.variant or ["+train_student.per_mode.kd.seed=1"]
+    variant = args.variant or ["+train_student.per_mode.distilwhisper.seed=1"]
+    if not (read_params(ROOT / "params.yaml").get("benchmark") or {}).get("run_memo"):
+        raise SystemExit(
+            "variant_cost: params.yaml sets no benchmark.run_memo; the run a variant starts from must keep its runs "
+            "there (set it, then make repro and commit dvc.lock)"
+        )
     status = subprocess.run(["dvc", "status"], cwd=ROOT, capture_output=True, text=True).stdout
     if "up to date" not in status:
         raise SystemExit(
@@ -81,32 +88,41 @@ def main() -> None:
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dvc.lock", "params.yaml"], cwd=ROOT).returncode:
         raise SystemExit("variant_cost: dvc.lock or params.yaml differs from the last commit, which a temporary "
                          "experiment starts from; commit them first")  # fmt: skip
-    runs = [
-        exp_run([*variant, "benchmark.run_memo=null"], "before (no result memo)"),
-        exp_run(variant, "after (result memo)"),
-    ]
+    runs = [] if args.after_only else [exp_run([*variant, "benchmark.run_memo=null"], "before (no result memo)")]
+    runs.append(exp_run(variant, "after (result memo)"))
     for run in runs:
         if run["experiment"]:
             gone = subprocess.run(["dvc", "exp", "remove", run["experiment"]], cwd=ROOT, capture_output=True, text=True)
             if gone.returncode:
                 print(f"variant_cost: could not remove experiment {run['experiment']}: {gone.stderr.strip()}")
     params = read_params(ROOT / "params.yaml")
+    here = machine()
     result = {
         "provenance": provenance(
             ROOT,
-            "python bench/variant_cost.py " + " ".join(f"--set {v}" for v in variant),
-            {"corpus": corpus_id(params["prepare_data"]), "params": params_id(params)},
+            "python bench/variant_cost.py "
+            + " ".join(f"--set {v}" for v in variant)
+            + (" --after-only" if args.after_only else ""),
+            {
+                "corpus": corpus_id(params["prepare_data"]),
+                "corpus_name": "Festival ca/cs/fi",
+                "params": params_id(params),
+                "machine": f"{here['cpu']} ({here['cpu_id']}), {here['cores']} cores",
+            },
         ),  # fmt: skip
-        "machine": machine(),
+        "machine": here,
         "variant": variant,
         "runs": runs,
-        "ratio_after_to_before": round(runs[1]["wall_seconds"] / runs[0]["wall_seconds"], 3),
+        "ratio_after_to_before": round(runs[1]["wall_seconds"] / runs[0]["wall_seconds"], 3)
+        if len(runs) == 2
+        else None,
     }
     print(f"\n{'run':<26} {'wall s':>8}  stages (s)")
     for run in runs:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in run["stage_seconds"].items())
         print(f"{run['label']:<26} {run['wall_seconds']:>8.1f}  {stages}")
-    print(f"after / before: {result['ratio_after_to_before']:.2f}")
+    if result["ratio_after_to_before"] is not None:
+        print(f"after / before: {result['ratio_after_to_before']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
 
