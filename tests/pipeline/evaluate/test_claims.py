@@ -94,3 +94,22 @@ def test_a_benchmark_that_claims_nothing_is_refused(world):
     world["metrics"].pop("made_from")
     with pytest.raises(DwPipeError, match="says nothing of what its models were trained from"):
         check_claims(world["metrics"], Inputs(world["cache"]))
+
+
+def test_the_report_stage_checks_the_pipelines_own_inputs(world):
+    """The report takes its inputs from the pipeline's sections when its own leave them unset, and refuses there."""
+    from pipeline.report.build import ReportConfig, make_report, with_pipeline_inputs
+
+    bench, out = world["tmp"] / "bench", world["tmp"] / "report"
+    bench.mkdir()
+    (bench / "metrics.json").write_text(json.dumps({**world["metrics"], "rows": []}))
+    other = _cache(world["tmp"] / "other-cache", "b" * 64)
+    params = {
+        "cache_teacher": {"out_dir": str(other)},
+        "train_student": {"common": {"train": str(world["train"]), "base": str(world["base"])}},
+    }
+    cfg = with_pipeline_inputs(ReportConfig(bench=bench, out_dir=out), params)
+    assert (cfg.cache, cfg.train, cfg.base) == (other, world["train"], world["base"])
+    with pytest.raises(DwPipeError, match="another teacher cache"):
+        make_report(cfg)
+    assert not out.exists()
