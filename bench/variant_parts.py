@@ -146,6 +146,7 @@ def main() -> None:
         first = epoch_batches(data.examples, cfg, 0)[0]
         batch = [data.examples[i] for i in first]
         if dev_seconds is None:  # the untrained student's dev decode (the same for every mode before training)
+            first_data = data
             start = time.perf_counter()
             dev_wer(model, data.dev_utts, dev_store, data.tokenizer, cfg)
             dev_seconds = time.perf_counter() - start
@@ -172,7 +173,7 @@ def main() -> None:
         row["train_s_eval_every_8"] = round(total * row["step_s"] + evals_every * dev_seconds, 1)
         saved = total * (row["cross_kv_s"] or 0.0) * (common.epochs - 1) / common.epochs
         row["kv_once_per_utterance_saves_s"] = round(saved, 1)
-    int8 = int8_encoder(common, load_training_data(replace(common, mode="clsr")), Path(tempfile.mkdtemp()))
+    int8 = int8_encoder(common, first_data, Path(tempfile.mkdtemp()))
 
     here = machine()
     report = {

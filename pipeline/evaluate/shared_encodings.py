@@ -122,8 +122,9 @@ class SharedEncodings:
                     float(np.abs(stored - first[0]).max()),
                 )
                 self.disk = None
-                rest, _ = _ct2_encode(model, todo[1:], features) if len(todo) > 1 else (first[:0], share)
-                return np.concatenate([first, rest]), [False] * len(todo), share, fetch
+                if len(todo) > 1:
+                    first = np.concatenate([first, _ct2_encode(model, todo[1:], features)[0]])
+                return first, [False] * len(todo), share, fetch
             if stored is None:
                 self.disk.save(root / todo[0].audio, first[0])
             self.per_utterance = share
