@@ -5,7 +5,7 @@
 :mod:`pipeline.cli.tools` the rest. Importing the package registers them all.
 """
 
-from pipeline.cli import stages, tools  # noqa: F401  (registers the commands on the app)
+from pipeline.cli import released, stages, tools  # noqa: F401  (registers the commands on the app)
 from pipeline.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -44,7 +44,13 @@ def export_student(student_dir: Path, language: str, out: Path, threshold: float
     if record["mode"] in CLSR_MODES:
         if language not in record["languages"]:
             raise DwPipeError(f"{student_dir} has no expert for {language} (it has {', '.join(record['languages'])})")
-        rates = json.loads((student_dir / "dev.json").read_text()).get("gate_rates", {}).get(language, {})
+        dev = student_dir / "dev.json"
+        if not dev.is_file():
+            raise DwPipeError(
+                f"{student_dir}: no dev.json (gate rates) to route by; measure them with "
+                f"`dw-pipe student-gates {student_dir} --dev DEV_MANIFEST`"
+            )
+        rates = json.loads(dev.read_text()).get("gate_rates", {}).get(language, {})
         plain = build_student(spec)
         for layer in clsr_layers(model):
             side, index = layer.name.split(".")
