@@ -1,6 +1,7 @@
 """DVC stage cache_teacher: run the teacher once over the training manifest, keep its top-k.
 
 python stages/cache_teacher.py                                  # reads params.yaml: cache_teacher
+                                                                # (from_hub: fetch the cache, the teacher does not run)
 torchrun --nproc_per_node 2 stages/cache_teacher.py             # ranks split the shards
 """
 

@@ -82,6 +82,9 @@ class CacheTeacherConfig:
     # Where encoder outputs are kept between stages (pipeline/core/encoder_memo.py); None: not kept. Not part of
     # the cache's identity: a stored output is what the encoder computes again.
     encoder_memo: Path | None = None
+    # hf://datasets/OWNER/NAME[@REVISION]: fetch this cache from the Hugging Face Hub into out_dir instead of running
+    # the teacher, refused unless its identity is the one this config computes (pipeline/cache/hub.py). None: build.
+    from_hub: str | None = None
 
     def check(self) -> None:
         problems = []
@@ -100,6 +103,13 @@ class CacheTeacherConfig:
             )
         if self.temperature <= 0:
             problems.append("temperature must be positive")
+        if self.from_hub is not None:
+            from pipeline.cache.hub import parse_hub_uri
+
+            try:
+                parse_hub_uri(self.from_hub)
+            except DwPipeError as exc:
+                problems.append(f"from_hub: {exc}")
         if problems:
             raise DwPipeError("cache_teacher: " + "; ".join(problems))
 
@@ -203,21 +213,33 @@ def _write_sidecar(path: Path, data: bytes) -> None:
     atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
 
 
-def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
-    """Build (or finish) the cache in ``cfg.out_dir``; returns the final ``cache.json`` content."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+def _inputs(cfg: CacheTeacherConfig):
+    """The teacher's tokenizer and feature extractor, the manifest's items, and the identity they give the cache."""
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    cfg.check()
     if not (cfg.teacher / "config.json").is_file():
         raise DwPipeError(f"teacher {cfg.teacher} is not an HF checkpoint folder; run import_models first")
-    rank, world = rank_and_world()
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
     utts = load_manifest(cfg.manifest)
     if not utts:
         raise DwPipeError(f"manifest {cfg.manifest} is empty")
     items = encode(utts, tokenizer)
-    ident = identity(cfg, extractor, len(items), float(np.mean([len(i.labels) for i in items])))
+    mean_labels = float(np.mean([len(i.labels) for i in items]))
+    return tokenizer, extractor, items, identity(cfg, extractor, len(items), mean_labels)
+
+
+def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
+    """Build (or finish) the cache in ``cfg.out_dir``, or with ``from_hub`` fetch it; returns its ``cache.json``."""
+    from transformers import WhisperForConditionalGeneration
+
+    cfg.check()
+    rank, world = rank_and_world()
+    tokenizer, extractor, items, ident = _inputs(cfg)
+    if cfg.from_hub is not None:
+        content = _fetch_from_hub(cfg, ident, force) if rank == 0 else {}
+        barrier(world)
+        return content
     ident_hash = identity_hash(ident)
     out = cfg.out_dir
     if rank == 0:
@@ -253,25 +275,53 @@ def build_cache(cfg: CacheTeacherConfig, *, force: bool = False) -> dict:
     return _finish(out, ident, ident_hash, n_shards)
 
 
+def _other_inputs(out: Path, ident: dict, force: bool) -> list[str]:
+    """How the cache in ``out`` differs from ``ident``; a cache of other inputs is refused without ``force``."""
+    manifest = out / "cache.json"
+    if not manifest.is_file():
+        if any(out.glob("shard-*.parquet")) and not force:
+            raise CacheMismatchError(f"{out} holds shards but no cache.json; pass --force to rebuild it")
+        return []
+    diffs = _differences(json.loads(manifest.read_text()).get("identity", {}), ident)
+    if diffs and not force:
+        raise CacheMismatchError(
+            f"cache {out} was built from other inputs ({'; '.join(diffs[:4])}); pass --force to rebuild it, "
+            "or choose another --out"
+        )
+    return diffs
+
+
 def _prepare_folder(out: Path, ident: dict, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     remove_temp_files(out)  # shards, sidecars and cache.json a killed run was writing
-    manifest = out / "cache.json"
-    if manifest.is_file():
-        old = json.loads(manifest.read_text())
-        diffs = _differences(old.get("identity", {}), ident)
-        if diffs and not force:
-            raise CacheMismatchError(
-                f"cache {out} was built from other inputs ({'; '.join(diffs[:4])}); pass --force to rebuild it, "
-                "or choose another --out"
-            )
-        if diffs:
-            log.warning("rebuilding %s: %s", out, "; ".join(diffs))
-            for shard in [*out.glob("shard-*.parquet"), *out.glob(".shard-*.sha256")]:
-                shard.unlink()
-    elif any(out.glob("shard-*.parquet")) and not force:
-        raise CacheMismatchError(f"{out} holds shards but no cache.json; pass --force to rebuild it")
-    atomic_write_text(manifest, json.dumps({"status": "building", "identity": ident}, indent=2) + "\n")
+    diffs = _other_inputs(out, ident, force)
+    if diffs:
+        log.warning("rebuilding %s: %s", out, "; ".join(diffs))
+        for shard in [*out.glob("shard-*.parquet"), *out.glob(".shard-*.sha256")]:
+            shard.unlink()
+    atomic_write_text(out / "cache.json", json.dumps({"status": "building", "identity": ident}, indent=2) + "\n")
+
+
+def _fetch_from_hub(cfg: CacheTeacherConfig, ident: dict, force: bool) -> dict:
+    """``cfg.out_dir`` becomes the Hub cache ``cfg.from_hub`` (fetched once, verified), refused in one line unless
+    its identity is ``ident``: this teacher's weights and tokenizer, this manifest, these settings."""
+    from pipeline.cache.hub import copy_cache, fetch_cache
+
+    fetched = fetch_cache(cfg.from_hub)
+    content = json.loads((fetched.folder / "cache.json").read_text())
+    diffs = _differences(content["identity"], ident)
+    if diffs:
+        raise CacheMismatchError(
+            f"cache_teacher: the Hub cache {fetched.uri} (commit {fetched.commit[:12]}) was built from other inputs "
+            f"than this stage's (Hub -> here: {'; '.join(diffs[:4])}); point from_hub at a cache of this teacher, "
+            "manifest and settings, or set from_hub: null to run the teacher"
+        )
+    _other_inputs(cfg.out_dir, ident, force)
+    copy_cache(fetched.folder, cfg.out_dir)
+    for shard in content["shards"]:  # as a build leaves them: a later build of this identity keeps every shard
+        atomic_write_text(_sidecar(cfg.out_dir / shard["file"]), shard["sha256"] + "\n")
+    log.info("%s: the Hub cache %s (commit %s)", cfg.out_dir, fetched.uri, fetched.commit)
+    return content
 
 
 def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, tokenizer) -> ShardArrays:

@@ -78,6 +78,12 @@ def verify_cache(folder: Path) -> list[str]:
     return problems
 
 
+def verification_error(what: str, problems: list[str], fix: str = "") -> CacheError:
+    """One line for a cache that failed :func:`verify_cache`: its first problem, how many more, and the fix."""
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return CacheError(f"{what} failed verification: {problems[0]}{more}" + (f"; {fix}" if fix else ""))
+
+
 def cache_fingerprint(folder: Path) -> str:
     """One sha256 naming a finished cache's contents: its identity (teacher and tokenizer hashes, manifest hash,
     top_k, temperature, encodings) and every shard's checksum. A trained student records it."""
@@ -177,10 +183,7 @@ def open_cache(
     if verify:
         problems = verify_cache(folder)
         if problems:
-            raise CacheError(
-                f"cache {folder} failed verification: {problems[0]}"
-                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-            )
+            raise verification_error(f"cache {folder}", problems)
     shards = [_decode_shard(folder, s, ident) for s in content["shards"]]
     return TeacherCache(folder, content, shards)
 
@@ -199,7 +202,7 @@ def decoded_table(folder: Path, *, verify: bool = True):
     if verify:
         problems = verify_cache(folder)
         if problems:
-            raise CacheError(f"cache {folder} failed verification: {problems[0]}")
+            raise verification_error(f"cache {folder}", problems)
     tables = []
     for shard in content["shards"]:
         a = _decode_shard(folder, shard, content["identity"])

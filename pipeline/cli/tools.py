@@ -29,7 +29,7 @@ def import_ct2_cmd(
     )
 
 
-cache_app = command_group("cache", "Inspect and check teacher caches.", no_args_is_help=True)
+cache_app = command_group("cache", "Inspect, check and share teacher caches.", no_args_is_help=True)
 
 
 @cache_app.command("info")
@@ -74,6 +74,35 @@ def cache_decode_cmd(
 
     summary = write_decoded(folder, out)
     typer.echo(f"{summary['file']}: {summary['rows']} rows, {summary['bytes'] / 1e6:.2f} MB")
+
+
+@cache_app.command("push")
+@user_errors
+def cache_push_cmd(
+    folder: Annotated[Path, typer.Argument(help="A teacher cache folder (it must verify).")],
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face dataset repository, OWNER/NAME (created if need be).")],
+    revision: Annotated[
+        str | None, typer.Option(help="Branch to commit to (created if need be; default: main).")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Create the repository private.")] = False,
+) -> None:
+    """Upload a verified cache (cache.json, card, shards) as a Hugging Face dataset; login: hf auth login or HF_TOKEN."""
+    from pipeline.cache.hub import push_cache
+
+    typer.echo(f"{folder}: pushed as {push_cache(folder, repo_id, revision=revision, private=private)}")
+
+
+@cache_app.command("pull")
+@user_errors
+def cache_pull_cmd(
+    uri: Annotated[str, typer.Argument(help="hf://datasets/OWNER/NAME[@REVISION] (a branch, tag or commit).")],
+    dest: Annotated[Path | None, typer.Option(help="Root to download under (default: data/hub-caches).")] = None,
+) -> None:
+    """Download a cache from the Hugging Face Hub once per commit, into DEST/OWNER--NAME@COMMIT, and verify it."""
+    from pipeline.cache.hub import fetch_cache
+
+    fetched = fetch_cache(uri, dest)
+    typer.echo(f"{fetched.uri} (commit {fetched.commit}): verified in {fetched.folder}")
 
 
 memo_app = command_group(

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.cache.hub import is_hub_uri, parse_hub_uri
 from pipeline.core.errors import DwPipeError
 from pipeline.models.clsr import GATE_INITS
 from pipeline.student.losses import KD_LOSSES
@@ -23,6 +24,7 @@ class TrainConfig:
     mode: str
     languages: tuple[str, ...]
     base: Path
+    # A cache folder, or a cache on the Hugging Face Hub: hf://datasets/OWNER/NAME[@REVISION] (pipeline/cache/hub.py)
     cache: Path
     train: Path
     dev: Path
@@ -79,6 +81,8 @@ class TrainConfig:
         """The settings that decide what training makes, as JSON values (student.json "training")."""
         record = json.loads(json.dumps(asdict(self), default=str))
         record.pop("encoder_memo")
+        if is_hub_uri(self.cache):  # as written: Path() turned hf://datasets/... into hf:/datasets/...
+            record["cache"] = parse_hub_uri(self.cache).uri
         return record
 
     def check(self) -> None:

@@ -10,8 +10,10 @@ students from other contents are not reused).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pipeline.core.distributed import rank_and_world
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
 from pipeline.data.manifest import Utterance, load_manifest
@@ -41,9 +43,10 @@ class TrainingData:
     examples: list[Example]
 
 
-def load_training_data(cfg: TrainConfig) -> TrainingData:
+def load_training_data(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> TrainingData:
     """Open the base's tokenizer and extractor, the teacher cache when the mode distils, both manifests; check
-    that they fit together (:func:`check_languages`, :func:`check_temperature`)."""
+    that they fit together (:func:`check_languages`, :func:`check_temperature`). ``inputs``: the run's
+    :func:`training_inputs`, whose commit a Hub cache is read at."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
     tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
@@ -52,7 +55,8 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     if cfg.uses_kd:
         from pipeline.cache.reader import open_cache
 
-        cache = open_cache(cfg.cache, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
+        folder = cache_folder(cfg.cache, (inputs or {}).get("cache_commit"))
+        cache = open_cache(folder, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
     train_utts = training_utterances(cfg)
     dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
     check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
@@ -84,8 +88,6 @@ def training_inputs(cfg: TrainConfig) -> dict[str, str]:
     """Content fingerprints of what a run reads: the base weights and tokenizer, both manifests, and the
     teacher cache when the mode distils. A student or checkpoint made from other contents is stale, whatever
     the paths say (a cache rebuilt with another top_k sits at the same path)."""
-    from pipeline.cache.reader import cache_fingerprint
-
     for what, path in (("train manifest", cfg.train), ("dev manifest", cfg.dev)):
         if not path.is_file():
             raise DwPipeError(f"train_student: {what} {path} does not exist; run prepare_data first")
@@ -99,8 +101,36 @@ def training_inputs(cfg: TrainConfig) -> dict[str, str]:
         "dev_manifest_sha256": sha256_files([cfg.dev]),
     }
     if cfg.uses_kd:
-        inputs["cache_sha256"] = cache_fingerprint(cfg.cache)
+        inputs.update(cache_inputs(cfg.cache))
     return inputs
+
+
+def cache_inputs(cache: Path) -> dict[str, str]:
+    """What a student records of its teacher cache: the cache's fingerprint (identity and every shard's checksum);
+    for a Hub cache also its URI and the commit that URI names now (fetched and verified here), so that a student
+    of another revision, or of a branch that moved, is stale."""
+    from pipeline.cache.hub import fetch_cache, is_hub_uri
+    from pipeline.cache.reader import cache_fingerprint
+
+    if not is_hub_uri(cache):
+        return {"cache_sha256": cache_fingerprint(cache)}
+    rank, world = rank_and_world()
+    fetched = fetch_cache(cache) if rank == 0 else None
+    if world > 1:  # rank 0 downloads; the others read its copy at its commit (never two writers of one folder)
+        import torch.distributed as dist
+
+        commit = [fetched.commit if fetched else None]
+        dist.broadcast_object_list(commit, src=0)
+        fetched = fetched or fetch_cache(cache, commit=commit[0])
+    return {**fetched.record(), "cache_sha256": cache_fingerprint(fetched.folder)}
+
+
+def cache_folder(cache: Path, commit: str | None = None) -> Path:
+    """The local folder of ``cache``: the folder itself, or a Hub cache's verified download at ``commit`` (the one
+    :func:`cache_inputs` recorded, so the run reads what its student records), else at the commit it names now."""
+    from pipeline.cache.hub import fetch_cache, is_hub_uri
+
+    return fetch_cache(cache, commit=commit).folder if is_hub_uri(cache) else cache
 
 
 def check_languages(cfg: TrainConfig, tokenizer, train_utts: list[Utterance], dev_utts: list[Utterance], cache) -> None:

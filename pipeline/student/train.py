@@ -103,7 +103,7 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
     inputs = inputs or training_inputs(cfg)
     rank, world = rank_and_world()
     device, autocast = pick_device(cfg.device)
-    data = load_training_data(cfg)
+    data = load_training_data(cfg, inputs)
     torch.manual_seed(cfg.seed)  # gate initialisation and LoRA init
     model, spec, clsr = build_model(cfg)
     model.to(device)
