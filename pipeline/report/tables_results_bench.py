@@ -235,6 +235,40 @@ def variant_parts(result: dict) -> list[str]:
     ]
 
 
+def assist(result: dict) -> list[str]:
+    """The teacher decoding alone and with the student drafting for it: same ids or not, seconds, decoder passes."""
+    langs = result["languages"]
+    rows = [
+        [
+            lang,
+            f"{r['identical']} of {r['utterances']}",
+            f"{r['plain_seconds']:.1f}",
+            f"{r['assisted_seconds']:.1f}",
+            f"{r['speed_ratio']:.2f}",
+            f"{r['plain_passes']} / {r['teacher_passes']}",
+            f"{r['accepted']} of {r['drafted']} ({r['acceptance']:.0%})",
+        ]
+        for lang, r in langs.items()
+    ]
+    head = ["language", "same ids", "plain s", "assisted s", "plain s / assisted s", "teacher passes plain / assisted"]
+    total = {
+        k: sum(r[k] for r in langs.values()) for k in ("utterances", "identical", "plain_seconds", "assisted_seconds")
+    }
+    first = next(iter(langs.values()))
+    weights, draft, load = first["decoder_weights"], first["draft"], result["load_average"]
+    return markdown_table([*head, "drafts kept"], rows) + [
+        "",
+        f"All {total['utterances']} utterances: {total['identical']} with the teacher's plain greedy ids; "
+        f"{total['plain_seconds']:.1f} s plain against {total['assisted_seconds']:.1f} s assisted, a ratio of "
+        f"{total['plain_seconds'] / total['assisted_seconds']:.2f}. A decoder pass of the assistant multiplies "
+        f"{weights['assistant'] / 1e6:.1f} M weights per token, the teacher's {weights['teacher'] / 1e6:.1f} M "
+        f"({weights['assistant'] / weights['teacher']:.0%}). Greedy, at most {first['max_new_tokens']} new tokens; "
+        f"drafts of at most {draft['num_assistant_tokens']} tokens ({draft['num_assistant_tokens_schedule']}), cut "
+        f"where the assistant's probability falls under {draft['assistant_confidence_threshold']}; "
+        f"{result['torch_threads']} torch threads; load average {load['before'][0]} before, {load['after'][0]} after.",
+    ]
+
+
 TABLES: dict[str, DocTable] = {
     "bench-encoder-memo": with_source(f"{RESULTS}/encoder_memo.json", encoder_memo),
     "bench-rtfx-engines": with_source(f"{RESULTS}/rtfx.json", rtfx_engines),
@@ -245,4 +279,5 @@ TABLES: dict[str, DocTable] = {
     "bench-cache-speed": with_source(f"{RESULTS}/cache_teacher.json", cache_speed),
     "bench-train-step": with_source(f"{RESULTS}/train_step.json", train_step),
     "bench-variant-parts": with_source(f"{RESULTS}/variant_parts.json", variant_parts),
+    "bench-assist": with_source(f"{RESULTS}/assist.json", assist),
 }
