@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
-from pipeline.core.fsutil import atomic_dir
+from pipeline.core.fsutil import atomic_dir, atomic_write_text
 from pipeline.core.progress import progress
 from pipeline.core.scoring import normalize
 from pipeline.data.audio import (
@@ -310,9 +311,7 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
         kept, rejected = process(candidates, Checker(languages, tokenizer, normalize), tmp, cfg.workers)
         if not kept:
-            raise DwPipeError(
-                f"no valid utterance among {len(candidates)} from {cfg.source}; see the reasons logged above"
-            )
+            raise DwPipeError(nothing_kept(cfg, len(candidates), rejected))
         windows = build_windows(kept, tmp, cfg.windows, cfg.seed) if cfg.windows else []
         for split in SPLITS:
             write_jsonl(tmp / f"{split}.jsonl", (u for u in kept + windows if u.split == split))
@@ -328,10 +327,31 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
             extra["longform_missing"] = sorted(set(cfg.longform.languages) - {r["language"] for r in recordings})
         summary = summarize(kept, rejected, len(candidates)) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    failed_before(cfg).unlink(missing_ok=True)  # what an earlier run that kept nothing left beside the folder
     for r in rejected[:5]:
         log.warning("rejected %s: %s", r.id or f"line {r.line}", r.reason)
     log.info("prepare_data: kept %d, rejected %d of %d", len(kept), len(rejected), len(candidates))
     return summary
+
+
+def failed_before(cfg: PrepareDataConfig) -> Path:
+    """Where a run that kept nothing writes its rejections (its output folder is left as it was)."""
+    return cfg.out_dir.parent / f"{cfg.out_dir.name}.rejects.jsonl"
+
+
+def nothing_kept(cfg: PrepareDataConfig, read: int, rejected: list[Rejection], shown: int = 3) -> str:
+    """The one line a stage that kept nothing ends with: each kind of reason (its text before the first colon)
+    with its count, the first rejections in full, and where every rejection is written (beside the output
+    folder, which stays as it was)."""
+    path = failed_before(cfg)
+    cfg.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(r.to_json() + "\n" for r in rejected))
+    kinds = Counter(r.reason.split(":", 1)[0] for r in rejected).most_common()
+    first = "; ".join(f"{r.id or f'line {r.line}'}: {r.reason}" for r in rejected[:shown])
+    return (
+        f"no valid utterance among {read} from {cfg.source}: {', '.join(f'{n} {kind}' for kind, n in kinds)} "
+        f"(first: {first}; all {len(rejected)} in {path})"
+    )
 
 
 def _jsonable(cfg: PrepareDataConfig) -> dict:

@@ -213,9 +213,30 @@ def test_nothing_valid_stops_the_stage_and_writes_nothing(tmp_path, tiny_hf_dir)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"id": "x", "audio": "nope.wav", "text": "a", "language": "pl", "split": "train"}\n')
     cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest))
-    with pytest.raises(DwPipeError, match="no valid utterance"):
+    with pytest.raises(DwPipeError, match="no valid utterance among 1 from local: 1 unreadable audio ") as err:
         prepare_data(cfg)
     assert not cfg.out_dir.exists()
+    rejects = cfg.out_dir.parent / f"{cfg.out_dir.name}.rejects.jsonl"
+    (row,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert row["id"] == "x" and row["reason"] in str(err.value) and str(rejects) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_when_nothing_is_kept_the_error_counts_the_reasons(tmp_path, tiny_hf_dir):
+    rows = [
+        {"id": f"m{i}", "audio": f"missing{i}.wav", "text": "a", "language": "pl", "split": "train"} for i in range(4)
+    ]
+    rows += [{"id": f"k{i}", "audio": "a.wav", "text": "a", "language": "xx", "split": "train"} for i in range(2)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest))
+    with pytest.raises(DwPipeError) as err:
+        prepare_data(cfg)
+    message = str(err.value)
+    assert message.startswith("no valid utterance among 7 from local: 6 unreadable audio, 1 line is not valid JSON (")
+    assert "first: m0: unreadable audio: file not found: missing0.wav; m1: " in message
+    rejects = cfg.out_dir.parent / f"{cfg.out_dir.name}.rejects.jsonl"
+    assert len(rejects.read_text().splitlines()) == 7
 
 
 def _inputs_real_corpora_hold(root: Path) -> tuple[Path, set[str], dict[str, str], dict[int, str]]:
