@@ -46,12 +46,13 @@ def main() -> None:
 
     from pipeline.evaluate.assist import AssistResult, assisted_decode, table_lines
 
-    params = read_params(ROOT / "params.yaml")
-    teacher, prepared = ROOT / "data/models/whisper-base", ROOT / "data/prepared"
-    assistants = {lang: ROOT / f"data/exports/distilwhisper-{lang}" for lang in args.languages}
+    os.chdir(ROOT)  # the result names its folders as the repository does, wherever it ran
+    params = read_params(Path("params.yaml"))
+    teacher, prepared = Path("data/models/whisper-base"), Path("data/prepared")
+    assistants = {lang: Path(f"data/exports/distilwhisper-{lang}") for lang in args.languages}
     for need in (teacher / "config.json", prepared / "test.jsonl", *(a / "config.json" for a in assistants.values())):
         if not need.exists():
-            sys.exit(f"error: {need.relative_to(ROOT)} is missing; run make repro first")
+            sys.exit(f"error: {need} is missing; run make repro first")
     cap = params["benchmark"]["max_new_tokens"]
     test = load_manifest(prepared / "test.jsonl")
     load_before, start = os.getloadavg(), time.perf_counter()
