@@ -13,7 +13,6 @@ import torch
 from transformers import WhisperForConditionalGeneration
 from typer.testing import CliRunner
 
-import pipeline.cli.assist  # noqa: F401  (registers `dw-pipe assist` until the package imports it)
 from pipeline.cli import app
 from pipeline.data.manifest import load_manifest
 from pipeline.evaluate.assist import AssistError, UtteranceTiming, assisted_decode, check_assistant
