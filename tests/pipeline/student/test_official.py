@@ -228,3 +228,17 @@ def test_import_then_gates_then_export_from_the_command_line(standin, tiny_hf_di
     assert {r["branch"] for r in info["routing"].values()} <= {"expert", "shared"} and len(info["routing"]) == 4
     for layer, route in info["routing"].items():
         assert route["dev_gate_rate"] == round(summary["gate_rates"]["pl"][layer], 4)
+    quantized = runner.invoke(
+        app,
+        [
+            "quantize",
+            str(tmp_path / "x"),
+            "--out",
+            str(tmp_path / "ct2" / "released-pl-int8"),
+            "--compute-type",
+            "int8",
+        ],
+    )
+    assert quantized.exit_code == 0, quantized.output
+    record = json.loads((tmp_path / "ct2" / "released-pl-int8" / "quantize.json").read_text())
+    assert record["source"] == str(tmp_path / "x") and record["requested_compute_type"] == "int8"
