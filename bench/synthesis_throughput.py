@@ -26,7 +26,8 @@ from pipeline.core.fsutil import atomic_write_text  # noqa: E402
 from pipeline.core.machine import machine  # noqa: E402
 from pipeline.core.scoring import normalize  # noqa: E402
 from pipeline.data.manifest import Checker  # noqa: E402
-from pipeline.data.prepare import PrepareDataConfig, process, synthetic_candidates  # noqa: E402
+from pipeline.data.materialize import process  # noqa: E402
+from pipeline.data.prepare import PrepareDataConfig, synthetic_candidates  # noqa: E402
 from pipeline.report.docs import corpus_id, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

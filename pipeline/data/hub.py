@@ -46,12 +46,13 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
-from pipeline.data.manifest import Candidate
+from pipeline.data.manifest import Candidate, Candidates
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,11 @@ def select_rows(ds, sel, config_name: str | None, split: str, where: str) -> tup
     return sorted(listed), info
 
 
-def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[list, dict]:
-    """Candidates from each configured split of a Hugging Face dataset, and each split's selection."""
+def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[Candidates, dict]:
+    """Candidates from each configured split of a Hugging Face dataset, and each split's selection.
+
+    The splits are opened and their rows selected here; the rows themselves are read on each pass over the
+    returned :class:`Candidates` (its ``records()`` pass leaves the audio column unread)."""
     import datasets
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
@@ -226,7 +230,7 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[lis
     unknown = sorted(set(cfg.select) - set(cfg.splits))
     if unknown:
         raise DwPipeError(f"{name_or_dir}: select names splits {unknown} that splits does not map ({cfg.splits})")
-    candidates, selection = [], {}
+    opened, selection = [], {}
     for our_split, their_split in cfg.splits.items():
         where = f"{name_or_dir} [{cfg.name + '/' if cfg.name else ''}{their_split}]"
         ds = _load(name_or_dir, cfg.name, their_split, where)
@@ -246,24 +250,39 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[lis
         ds = ds.cast_column("audio", datasets.Audio(decode=False))
         if len(chosen) < len(ds):
             ds = ds.select(chosen)
-        speaker_col = next((c for c in SPEAKER_COLUMNS if c in ds.column_names), None)
-        id_col = next((c for c in ID_COLUMNS if c in ds.column_names), None)
-        source = f"hf:{Path(name_or_dir).name if Path(name_or_dir).is_dir() else name_or_dir}:{their_split}"
-        for position, row in zip(chosen, ds, strict=True):
-            raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(position)
+        opened.append((our_split, their_split, ds, chosen, text_col))
+
+    def read(records_only: bool) -> Iterator[Candidate]:
+        for our_split, their_split, ds, chosen, text_col in opened:
+            yield from _split_rows(name_or_dir, cfg, names, our_split, their_split, ds, chosen, text_col, records_only)
+
+    return Candidates(read), selection
+
+
+def _split_rows(
+    name_or_dir: str, cfg, names: dict[str, str], our_split, their_split, ds, chosen, text_col, records_only: bool
+) -> Iterator[Candidate]:
+    speaker_col = next((c for c in SPEAKER_COLUMNS if c in ds.column_names), None)
+    id_col = next((c for c in ID_COLUMNS if c in ds.column_names), None)
+    source = f"hf:{Path(name_or_dir).name if Path(name_or_dir).is_dir() else name_or_dir}:{their_split}"
+    features = ds.features
+    rows = ds.remove_columns(["audio"]) if records_only else ds
+    for position, row in zip(chosen, rows, strict=True):
+        raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(position)
+        prefix = f"{cfg.name}-" if cfg.name else ""
+        record = {
+            "id": f"{prefix}{our_split}-{raw_id}",
+            "text": row.get(text_col),
+            "language": _language_code(row, features, cfg.language, cfg.name, names),
+            "split": our_split,
+            "speaker": str(row.get(speaker_col) or "") if speaker_col else "",
+            "gender": _gender(row, features),
+            "source": source,
+        }
+        ref = None
+        if not records_only:
             audio = row["audio"] or {}
             ref = audio.get("bytes") or (Path(audio["path"]) if audio.get("path") else None)
-            prefix = f"{cfg.name}-" if cfg.name else ""
-            record = {
-                "id": f"{prefix}{our_split}-{raw_id}",
-                "text": row.get(text_col),
-                "language": _language_code(row, ds.features, cfg.language, cfg.name, names),
-                "split": our_split,
-                "speaker": str(row.get(speaker_col) or "") if speaker_col else "",
-                "gender": _gender(row, ds.features),
-                "source": source,
-            }
             if ref is None:
                 record["_problem"] = "unreadable audio: row has neither bytes nor a path"
-            candidates.append(Candidate(source, record, ref, line=position))
-    return candidates, selection
+        yield Candidate(source, record, ref, line=position)

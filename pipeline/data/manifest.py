@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,25 @@ class Candidate:
     line: int | None = None
 
 
+class Candidates:
+    """A source's candidates, read again on each pass: ``iter()`` gives them with their audio, ``records()``
+    without it where the source can leave it unread (a hub dataset's audio bytes), so a pass over the records
+    of a large corpus holds one record at a time. ``read(records_only)`` makes the iterator."""
+
+    def __init__(self, read: Callable[[bool], Iterator[Candidate]]) -> None:
+        self._read = read
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return self._read(False)
+
+    def records(self) -> Iterator[Candidate]:
+        return self._read(True)
+
+    @staticmethod
+    def chain(parts: list[Candidates]) -> Candidates:
+        return Candidates(lambda records_only: (c for p in parts for c in p._read(records_only)))
+
+
 @dataclass(frozen=True)
 class Rejection:
     source: str
@@ -77,7 +96,6 @@ class Checker:
     languages: frozenset[str]
     tokenizer: Any  # a transformers Whisper tokenizer
     normalize: Callable[[str, str], str]  # (text, language) -> what scoring compares (scoring.normalize)
-    seen_ids: set[str] = field(default_factory=set)
 
     def text_problem(self, text: object, language: str) -> str | None:
         if not isinstance(text, str) or not text.strip():
@@ -103,8 +121,6 @@ class Checker:
     ) -> str | None:
         if not isinstance(uid, str) or not uid:
             return "missing id"
-        if uid in self.seen_ids:
-            return f"duplicate id: {uid}"
         if language not in self.languages:
             return f"language unknown to Whisper: {language!r}"
         if split not in SPLITS:
@@ -112,8 +128,6 @@ class Checker:
         problem = self.text_problem(text, language)
         if problem is None and split == "translate" and not (isinstance(translation, str) and translation.strip()):
             problem = "translate utterance without an English reference: give it a non-empty 'translation'"
-        if problem is None:
-            self.seen_ids.add(uid)
         return problem
 
 

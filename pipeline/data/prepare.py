@@ -1,52 +1,29 @@
 """prepare_data: validated manifests from a source (synthetic, hf, local).
 
 Every source yields :class:`Candidate` items: a record (id, text, language,
-split, speaker, gender) plus a reference to its audio. One loop checks the
-record (main process: ids, text, language, token length), then produces,
-checks and writes the audio as 16 kHz mono WAV in parallel workers. Every
-candidate ends kept or rejected with a reason; the output folder appears
-only when complete.
+split, speaker, gender) plus a reference to its audio. A first pass checks
+the records (ids, text, language, token length); a second produces, checks
+and writes the audio as 16 kHz mono WAV in parallel workers
+(:mod:`pipeline.data.materialize`: streamed, and resumed after a kill).
+Every candidate ends kept or rejected with a reason; the output folder
+appears only when complete.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import multiprocessing
-import re
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import atomic_dir, atomic_write_text
-from pipeline.core.progress import progress
 from pipeline.core.scoring import normalize
-from pipeline.data.audio import (
-    SAMPLE_RATE,
-    AudioError,
-    Voice,
-    load_audio,
-    resample,
-    synthesize,
-    to_float_mono,
-    write_wav,
-)
-from pipeline.data.festival import FestivalVoice, synthesize_festival
-from pipeline.data.manifest import (
-    SPLITS,
-    Candidate,
-    Checker,
-    Rejection,
-    Utterance,
-    audio_problem,
-    summarize,
-    write_jsonl,
-)
+from pipeline.data.manifest import SPLITS, Candidate, Candidates, Checker, Rejection, summarize, write_jsonl
+from pipeline.data.materialize import JOURNAL, process
 from pipeline.data.recordings import LongformRecordings, TimestampWindows, build_recordings, build_windows
 from pipeline.data.synthetic import SyntheticConfig, check_split_voices, plan_corpus, voice_design
 
@@ -106,121 +83,8 @@ class PrepareDataConfig:
     windows: TimestampWindows | None = None  # timestamped training windows of joined train utterances; None: none
 
 
-def _audio_samples(ref: object) -> np.ndarray:
-    if isinstance(ref, tuple) and len(ref) == 2 and isinstance(ref[0], Voice):
-        return synthesize(ref[1], ref[0])
-    if isinstance(ref, tuple) and len(ref) == 2 and isinstance(ref[0], FestivalVoice):
-        return synthesize_festival(ref[1], ref[0])
-    if isinstance(ref, tuple):
-        samples, rate = ref
-        return resample(to_float_mono(np.asarray(samples)), int(rate))
-    return load_audio(ref)
-
-
-def _produce(job: tuple[int, object, Path]) -> tuple[int, float | None, str | None]:
-    """Worker: decode or synthesize, check, write the WAV. Returns (index, duration, problem)."""
-    index, ref, target = job
-    try:
-        samples = _audio_samples(ref)
-    except DwPipeError:
-        raise
-    except AudioError as exc:
-        return index, None, str(exc)
-    except Exception as exc:  # any decoder failure is a property of this item
-        return (
-            index,
-            None,
-            f"unreadable audio: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
-        )
-    problem = audio_problem(samples)
-    if problem:
-        return index, None, problem
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(target, samples)
-    return index, len(samples) / SAMPLE_RATE, None
-
-
-def _audio_name(uid: str) -> str:
-    safe = re.sub(r"[^\w.-]", "_", uid)
-    return safe if safe == uid else f"{safe}-{hashlib.sha1(uid.encode()).hexdigest()[:8]}"
-
-
-def process(
-    candidates: list[Candidate], checker: Checker, out: Path, workers: int
-) -> tuple[list[Utterance], list[Rejection]]:
-    """Check and materialize every candidate; returns (kept in input order, rejected)."""
-    rejected: list[Rejection] = []
-    jobs, accepted = [], {}
-    for i, c in enumerate(candidates):
-        r = c.record
-        problem = c.record.get("_problem") or checker.record_problem(
-            r.get("id"), r.get("text"), r.get("language"), r.get("split"), r.get("translation")
-        )
-        if problem:
-            rejected.append(Rejection(c.source, problem, r.get("id") if isinstance(r.get("id"), str) else None, c.line))
-            continue
-        audio_rel = f"audio/{r['split']}/{_audio_name(r['id'])}.wav"
-        accepted[i] = audio_rel
-        jobs.append((i, c.audio, out / audio_rel))
-    results: dict[int, tuple[float | None, str | None]] = {}
-    ctx = multiprocessing.get_context("forkserver")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    try:
-        mapped = pool.imap_unordered(_produce, jobs, chunksize=4) if pool else map(_produce, jobs)
-        for index, duration, problem in progress(mapped, desc="audio", total=len(jobs), unit="utt"):
-            results[index] = (duration, problem)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
-    kept = []
-    for i, audio_rel in accepted.items():
-        c, (duration, problem) = candidates[i], results[i]
-        r = c.record
-        if problem:
-            rejected.append(Rejection(c.source, problem, r["id"], c.line))
-            continue
-        kept.append(
-            Utterance(
-                id=r["id"],
-                audio=audio_rel,
-                text=r["text"].strip(),
-                language=r["language"],
-                duration=round(duration, 4),
-                split=r["split"],
-                source=r.get("source") or c.source,
-                speaker=str(r.get("speaker") or ""),
-                gender=normalize_gender(r.get("gender")),
-                age=normalize_age(r.get("age")),
-                translation=str(r.get("translation") or "").strip(),
-            )
-        )
-    return kept, rejected
-
-
-def normalize_gender(value: object) -> str:
-    text = str(value or "").strip().lower()
-    if text.startswith(("female", "woman", "f")) and text not in ("", "false"):
-        return "female"
-    if text.startswith(("male", "man", "m")):
-        return "male"
-    return "other" if text in ("other", "non-binary", "nonbinary") else "unknown"
-
-
-ADULT_AGES = frozenset(
-    {"adult", "twenties", "thirties", "fourties", "forties", "fifties", "sixties", "seventies", "eighties", "nineties"}
-)  # Common Voice's age bands from twenties on
-
-
-def normalize_age(value: object) -> str:
-    """``child``, ``adult``, or ``""`` where not known (a teenager is neither)."""
-    text = str(value or "").strip().lower()
-    if text in ("child", "children", "kid"):
-        return "child"
-    return "adult" if text in ADULT_AGES else ""
-
-
 def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]:
+    """The planned corpus (a list: its texts are few and its audio is made, not read)."""
     check_split_voices(cfg.synthetic.voices)
     items, text_stats = plan_corpus(cfg.synthetic, cfg.seed)
     candidates = [
@@ -290,7 +154,10 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
     elif cfg.source == "local":
         if not cfg.input:
             raise DwPipeError("source local needs --input PATH (a manifest .jsonl)")
-        candidates = list(local_candidates(Path(cfg.input), cfg.allow_outside_paths))
+        manifest = Path(cfg.input)
+        if not manifest.is_file():
+            raise DwPipeError(f"local manifest {manifest} not found")
+        candidates = Candidates(lambda _records_only: local_candidates(manifest, cfg.allow_outside_paths))
     elif cfg.source == "hf":
         from pipeline.data.hub import hf_candidates
 
@@ -299,19 +166,24 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
             raise DwPipeError(
                 "source hf needs --input NAME_OR_FOLDER, or prepare_data.hf_datasets entries with an input each"
             )
-        candidates, selection = [], {}
+        parts, selection = [], {}
         for d in datasets:
             found, chosen = hf_candidates(d.input if d.input and not cfg.input else cfg.input, d, languages)
-            candidates += found
+            parts.append(found)
             selection |= chosen
+        candidates = Candidates.chain(parts)
         extra = {"selection": selection}
     else:
         raise DwPipeError(f"unknown source {cfg.source!r}: use synthetic, hf or local")
-    log.info("prepare_data: %d candidate utterances from %s", len(candidates), cfg.source)
-    with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
+    # resume: a run killed part-way left its audio in .<out_dir>.partial with a journal; this run keeps what still
+    # matches its source and produces the rest (pipeline/data/materialize.py)
+    with atomic_dir(cfg.out_dir, overwrite=True, resume=True) as tmp:
         kept, rejected = process(candidates, Checker(languages, tokenizer, normalize), tmp, cfg.workers)
+        read = len(kept) + len(rejected)
+        log.info("prepare_data: %d candidate utterances from %s", read, cfg.source)
         if not kept:
-            raise DwPipeError(nothing_kept(cfg, len(candidates), rejected))
+            shutil.rmtree(tmp)  # nothing in it worth resuming from
+            raise DwPipeError(nothing_kept(cfg, read, rejected))
         windows = build_windows(kept, tmp, cfg.windows, cfg.seed) if cfg.windows else []
         for split in SPLITS:
             write_jsonl(tmp / f"{split}.jsonl", (u for u in kept + windows if u.split == split))
@@ -325,12 +197,13 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
         extra["longform"] = {r["id"]: {"seconds": r["duration"], "segments": len(r["segments"])} for r in recordings}
         if cfg.longform:
             extra["longform_missing"] = sorted(set(cfg.longform.languages) - {r["language"] for r in recordings})
-        summary = summarize(kept, rejected, len(candidates)) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
+        summary = summarize(kept, rejected, read) | extra | {"source": cfg.source, "config": _jsonable(cfg)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / JOURNAL).unlink()  # the folder is complete: nothing left to resume
     failed_before(cfg).unlink(missing_ok=True)  # what an earlier run that kept nothing left beside the folder
     for r in rejected[:5]:
         log.warning("rejected %s: %s", r.id or f"line {r.line}", r.reason)
-    log.info("prepare_data: kept %d, rejected %d of %d", len(kept), len(rejected), len(candidates))
+    log.info("prepare_data: kept %d, rejected %d of %d", len(kept), len(rejected), read)
     return summary
 
 
