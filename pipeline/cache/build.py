@@ -77,6 +77,9 @@ class CacheTeacherConfig:
     id_encoding: str = "delta"
     value_encoding: str = "sqrt64"
     shard_target_mb: float = 256.0
+    # At most this many utterances a shard (0: no cap). A shard is the unit of resume, of a rank's work and of what is
+    # held before a write: the 256 MB target alone puts 224k short utterances in one shard, which a kill loses whole
+    shard_max_rows: int = 0
     batch_size: int = 8
     device: str = "auto"
     # Where encoder outputs are kept between stages (pipeline/core/encoder_memo.py); None: not kept. Not part of
@@ -103,6 +106,8 @@ class CacheTeacherConfig:
             )
         if self.temperature <= 0:
             problems.append("temperature must be positive")
+        if self.shard_max_rows < 0:
+            problems.append(f"shard_max_rows {self.shard_max_rows}: give 0 (no cap) or a positive count")
         if self.from_hub is not None:
             from pipeline.cache.hub import parse_hub_uri
 
@@ -124,6 +129,8 @@ def identity(cfg: CacheTeacherConfig, extractor, n_rows: int, mean_labels: float
     rows_per_shard = max(
         1, int(cfg.shard_target_mb * 1e6 / (EST_BYTES_PER_TOKEN[cfg.value_encoding] * max(mean_labels, 1.0)))
     )
+    if cfg.shard_max_rows:
+        rows_per_shard = min(rows_per_shard, cfg.shard_max_rows)
     return {
         "format_version": FORMAT_VERSION,
         "teacher": record.get("source", str(cfg.teacher)),

@@ -19,6 +19,7 @@ from pipeline.cache import build as cache_mod
 from pipeline.cache.build import CacheMismatchError, CacheTeacherConfig, build_cache
 from pipeline.cache.reader import CacheError, cache_info, open_cache, verify_cache
 from pipeline.cli import app
+from pipeline.core.errors import DwPipeError
 from pipeline.data.manifest import load_manifest
 from pipeline.models.forward import label_ids, targets_of, topk_of
 
@@ -479,3 +480,19 @@ def test_windows_are_batched_after_the_plain_rows_whose_batches_stay_as_they_wer
     alone = [[plain[i].utt.id for i in b] for b in length_batches(plain, 2)]
     together = [[mixed[i].utt.id for i in b] for b in length_batches(mixed, 2)]
     assert together[: len(alone)] == alone and together[-1] == ["w"]
+
+
+def test_shard_max_rows_caps_a_shard_whatever_the_size_target(tiny_hf_dir, tiny_manifest, tmp_path):
+    """At the paper's scale the size target alone made one shard of 224k utterances (the unit a kill loses)."""
+    n = len(load_manifest(tiny_manifest))
+    whole = _config(tiny_hf_dir, tiny_manifest, tmp_path / "whole", shard_target_mb=1.0)
+    capped = replace(whole, out_dir=tmp_path / "capped", shard_max_rows=2)
+    assert len(build_cache(whole)["shards"]) == 1
+    content = build_cache(capped)
+    assert [s["rows"] for s in content["shards"]] == [2] * (n // 2) + [n % 2] * (n % 2)
+    assert content["identity"]["rows_per_shard"] == 2
+    a, b = open_cache(whole.out_dir), open_cache(capped.out_dir)
+    u = load_manifest(tiny_manifest)[-1].id
+    assert np.array_equal(a.targets(u).topk_ids, b.targets(u).topk_ids)
+    with pytest.raises(DwPipeError, match="shard_max_rows -1"):
+        replace(whole, shard_max_rows=-1).check()
