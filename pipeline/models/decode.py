@@ -7,6 +7,7 @@ per utterance, so several decoders that share one encoder run it once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class EncoderStore:
         key: tuple = (),
         dtype=torch.float16,
         disk: Path | None = None,
+        budget_bytes: int | None = None,
     ) -> None:
         self.model, self.extractor, self.root, self.precompute, self.device = model, extractor, root, precompute, device
         self.dtype = dtype  # of stored encoder outputs: float16 halves the memory of a training run
@@ -61,6 +63,10 @@ class EncoderStore:
         )
         self.disk_root = disk  # an EncoderMemo root: outputs kept between stages and runs (float32, before dtype)
         self._disk: EncoderMemo | None = None
+        # What ``fill`` may hold (None: all). Past it, ``kwargs`` makes what a batch lacks each time it is asked,
+        # the same way and to the same bits: a log-mel is 0.96 MB, so a paper-sized corpus (224k) cannot be held.
+        self.budget_bytes = budget_bytes
+        self.held_bytes = sum(t.nbytes for t in self.memo.values())
 
     def disk_memo(self) -> EncoderMemo | None:
         """The on-disk memo of this encoder and compute setting, when outputs are stored and a root is given."""
@@ -69,11 +75,20 @@ class EncoderStore:
         return self._disk
 
     def fill(self, utts: list[Utterance], batch_size: int | None = None) -> None:
-        """Compute (or read from the disk memo) what ``utts`` lack. ``batch_size`` None: one utterance at a time
-        on the CPU, where whisper-base's encoder runs ~15 % faster so than in batches of 8 and gives bitwise the
-        same outputs (bench/encoder_memo.py); 8 on an accelerator."""
+        """Compute (or read from the disk memo) what ``utts`` lack, and hold it while the budget allows.
+        ``batch_size`` None: one utterance at a time on the CPU, where whisper-base's encoder runs ~15 % faster so
+        than in batches of 8 and gives bitwise the same outputs (bench/encoder_memo.py); 8 on an accelerator."""
+        for uid, tensor in self._make([u for u in utts if u.id not in self.memo], batch_size):
+            if self.budget_bytes is not None and self.held_bytes + tensor.nbytes > self.budget_bytes:
+                if self.disk_memo() is None:
+                    return  # nothing more is held; kwargs makes the rest when asked (disk-memo writes go on)
+                continue
+            self.memo[uid] = tensor
+            self.held_bytes += tensor.nbytes
+
+    def _make(self, todo: list[Utterance], batch_size: int | None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(id, what is stored for it) for ``todo``: read from the disk memo, or computed (and written there)."""
         batch_size = batch_size or (1 if self.device.type == "cpu" else 8)
-        todo = [u for u in utts if u.id not in self.memo]
         routed = self.precompute and routes_encoder(self.model)
         disk = self.disk_memo()
         if disk is not None:
@@ -83,7 +98,7 @@ class EncoderStore:
                 if stored is None:
                     missing.append(u)
                 else:
-                    self.memo[u.id] = torch.from_numpy(stored).to(self.dtype)
+                    yield u.id, torch.from_numpy(stored).to(self.dtype)
             todo = missing
         for chunk in progress(language_batches(todo, batch_size, routed), desc="encoder inputs", unit="batch"):
             feats = features_for(self.extractor, chunk, self.root)
@@ -93,8 +108,7 @@ class EncoderStore:
                     for u, f in zip(chunk, feats):
                         disk.save(self.root / u.audio, f.float().numpy(), u.language if routed else None)
                 feats = feats.to(self.dtype)
-            for u, f in zip(chunk, feats):
-                self.memo[u.id] = f
+            yield from zip((u.id for u in chunk), feats)
 
     def _encode(self, feats: torch.Tensor, language: str | None) -> torch.Tensor:
         """Encoder outputs of ``feats`` on the CPU in the model's dtype, routed to ``language`` if given (the
@@ -110,7 +124,8 @@ class EncoderStore:
             set_language(self.model, before)
 
     def kwargs(self, utts: list[Utterance]) -> dict:
-        stacked = torch.stack([self.memo[u.id] for u in utts]).to(self.device)
+        made = dict(self._make([u for u in utts if u.id not in self.memo], None))  # past the budget: made again
+        stacked = torch.stack([self.memo[u.id] if u.id in self.memo else made[u.id] for u in utts]).to(self.device)
         if self.precompute:
             from transformers.modeling_outputs import BaseModelOutput
 

@@ -76,11 +76,16 @@ class TrainConfig:
     # Where frozen-encoder outputs are kept between stages and runs (pipeline/core/encoder_memo.py); None: not kept.
     # Left out of settings_record: a stored output is what the encoder computes again.
     encoder_memo: Path | None = None
+    # GiB of log-mels or encoder outputs training holds (0.96 MB a log-mel, 0.77 MB a whisper-base output in
+    # float16); past it each batch's are made again when it is read, to the same bits (bench/scale.py: a paper-sized
+    # corpus of log-mels would hold over 200 GB). Left out of settings_record: it changes memory, not the student.
+    feature_memory_gb: float = 8.0
 
     def settings_record(self) -> dict:
         """The settings that decide what training makes, as JSON values (student.json "training")."""
         record = json.loads(json.dumps(asdict(self), default=str))
         record.pop("encoder_memo")
+        record.pop("feature_memory_gb")
         if is_hub_uri(self.cache):  # as written: Path() turned hf://datasets/... into hf:/datasets/...
             record["cache"] = parse_hub_uri(self.cache).uri
         return record
@@ -98,6 +103,8 @@ class TrainConfig:
             problems.append("CLSR modes need clsr_encoder_layers and/or clsr_decoder_layers")
         if not self.languages:
             problems.append("languages is empty")
+        if self.feature_memory_gb < 0:
+            problems.append(f"feature_memory_gb {self.feature_memory_gb}: give a size in GiB (0: hold none)")
         if self.gate_lr_scale <= 0:
             problems.append(f"gate_lr_scale must be positive, not {self.gate_lr_scale}")
         if self.gate_init not in GATE_INITS:

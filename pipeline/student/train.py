@@ -170,8 +170,9 @@ def _encoder_stores(cfg: TrainConfig, model, data: TrainingData, device) -> tupl
     key = (str(cfg.base), cfg.keep_encoder_layers)
 
     def store_for(manifest: Path, dtype: torch.dtype) -> EncoderStore:
+        budget = int(cfg.feature_memory_gb * 2**30)
         return EncoderStore(
-            model, data.extractor, manifest.parent, precompute, device, key, dtype, disk=cfg.encoder_memo
+            model, data.extractor, manifest.parent, precompute, device, key, dtype, cfg.encoder_memo, budget
         )
 
     store = store_for(cfg.train, torch.float16)

@@ -361,3 +361,29 @@ def test_a_named_student_takes_its_mode_and_settings_and_windows_only_when_asked
     assert len(windows) >= 1 and all(w.segments for w in windows)
     assert {u.id for u in training_utterances(with_windows)} == {u.id for u in utts + windows if u.language != "de"}
     assert {u.id for u in training_utterances(plain)} == {u.id for u in utts if u.language != "de"}
+
+
+@pytest.mark.parametrize("encoder_layers", [(), (1,)], ids=["frozen-encoder-outputs", "log-mels"])
+def test_features_past_the_memory_budget_are_made_again_to_the_same_student(
+    tiny_hf_dir, tiny_data, tmp_path, encoder_layers
+):
+    """feature_memory_gb 0 holds nothing: every batch's log-mels (encoder experts) or frozen-encoder outputs are
+    made when read, and the student is the one trained with everything held (bench/scale.py: a paper-sized corpus
+    of log-mels would hold over 200 GB)."""
+    from pipeline.models import decode
+
+    runs = {}
+    for name, budget in (("held", 8.0), ("made", 0.0)):
+        decode._SHARED_MEMOS.clear()  # stores of one encoder share a memo within a process
+        cfg = _config(
+            tiny_hf_dir, tiny_data, tmp_path / name, clsr_encoder_layers=encoder_layers, feature_memory_gb=budget
+        )
+        train_student(cfg)
+        held = sum(len(memo) for memo in decode._SHARED_MEMOS.values())
+        runs[name] = (cfg.out_dir, held)
+    assert runs["held"][1] > 0 and runs["made"][1] == 0
+    for lang in ("pl", "cs"):
+        a = load_file(str(runs["held"][0] / f"expert.{lang}.safetensors"))
+        b = load_file(str(runs["made"][0] / f"expert.{lang}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lang
+    assert (runs["held"][0] / "train_log.jsonl").read_text() == (runs["made"][0] / "train_log.jsonl").read_text()
