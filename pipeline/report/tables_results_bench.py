@@ -269,6 +269,72 @@ def assist(result: dict) -> list[str]:
     ]
 
 
+SCALE_STEPS = {
+    "prepare_local": "prepare_data, local manifest",
+    "prepare_hf": "prepare_data, hub export",
+    "cache": "cache_teacher, tiny teacher",
+    "train_load:none": "training's data, no features",
+    "train_load:mel": "training's data, log-mels",
+    "train_load:encoder": "training's data, encoder outputs",
+}
+
+
+def scale(result: dict) -> list[str]:
+    """Wall time and peak memory of each step as the corpus grows, with the fit projected to 224k utterances."""
+
+    def kind(r: dict) -> str:
+        return r["step"] + (f":{r['features']}" if "features" in r else "")
+
+    rows = []
+    for r in result["rows"]:
+        held = r.get("out_bytes", r.get("feature_store_bytes", 0)) / 2**20
+        rows.append(
+            [
+                SCALE_STEPS.get(kind(r), kind(r)),
+                f"{r['utterances']:,}",
+                f"{r['seconds']:.1f}",
+                f"{r['utt_per_s']:.0f}",
+                f"{r['peak_rss_mib']:.0f}",
+                f"{r['anon_peak_mib']:.0f}",
+                f"{held:,.0f}",
+                " / ".join(f"{x:.1f}" for x in r["load_average"]),
+            ]
+        )
+    head = ["step", "utterances", "s", "utt/s", "peak RSS MiB", "heap MiB", "written (held) MiB", "load before / after"]
+    lines = markdown_table(head, rows) + [""]
+    for name, fit in result["summary"].items():
+        label = SCALE_STEPS.get(name, name)
+        if "slope_ms_per_utt" not in fit:
+            lines.append(f"- {label}: measured at {fit['sizes'][0]:,} only, {fit['ms_per_utt']} ms an utterance.")
+            continue
+        peak = max(r["peak_rss_mib"] for r in result["rows"] if kind(r) == name) / 1024
+        memory = (
+            f"{fit['projected_rss_gib']} GiB"
+            if fit["rss_mib_per_10k"] > 0
+            else f"no growth measured (largest peak {peak:.2f} GiB)"
+        )
+        lines.append(
+            f"- {label}: {fit['slope_ms_per_utt']} ms an added utterance; utterances/s at the largest size "
+            f"{fit['throughput_ratio']}x that at the smallest; peak RSS {fit['rss_mib_per_10k']:+} MiB and heap "
+            f"{fit['anon_mib_per_10k']:+} MiB per 10k; projected to 224,000: {fit['projected_hours']} h, {memory}."
+        )
+    decoded = [r for r in result["rows"] if r.get("decoded_cache_bytes")]
+    if decoded:
+        big = max(decoded, key=lambda r: r["tokens"])
+        lines += [
+            "",
+            f"Training's decoded cache: {big['decoded_cache_bytes'] / big['tokens']:.0f} bytes a label token "
+            f"({big['tokens']:,} tokens of {big['utterances']:,} utterances).",
+        ]
+    budgets = {r["feature_memory_gb"] for r in result["rows"] if "feature_memory_gb" in r}
+    if budgets:
+        lines += ["", f"Training's feature memory budget (feature_memory_gb): {', '.join(map(str, budgets))} GiB."]
+    commands = dict.fromkeys(r["made_by"]["command"] for r in result["rows"] if "made_by" in r)
+    if commands:
+        lines += ["", "Rows made by: " + "; ".join(f"`{c}`" for c in commands) + "."]
+    return lines
+
+
 TABLES: dict[str, DocTable] = {
     "bench-encoder-memo": with_source(f"{RESULTS}/encoder_memo.json", encoder_memo),
     "bench-rtfx-engines": with_source(f"{RESULTS}/rtfx.json", rtfx_engines),
@@ -280,4 +346,5 @@ TABLES: dict[str, DocTable] = {
     "bench-train-step": with_source(f"{RESULTS}/train_step.json", train_step),
     "bench-variant-parts": with_source(f"{RESULTS}/variant_parts.json", variant_parts),
     "bench-assist": with_source(f"{RESULTS}/assist.json", assist),
+    "bench-scale": with_source(f"{RESULTS}/scale.json", scale),
 }
