@@ -251,6 +251,7 @@ def process(
     journal = Journal(out)
     results: dict[int, tuple[float | None, str | None]] = {}
     late: dict[int, str] = {}  # records whose audio turned out missing on the second pass
+    keys: dict[int, str] = {}  # audio keys of the items in flight, journaled with their results
 
     def jobs() -> Iterator[tuple[int, object, Path]]:
         for i, c in enumerate(candidates):
@@ -269,8 +270,6 @@ def process(
                 continue
             keys[i] = key
             yield i, c.audio, out / audio_rel
-
-    keys: dict[int, str] = {}
 
     def produced(pool) -> Iterator[tuple[int, float | None, str | None]]:
         pending = jobs()

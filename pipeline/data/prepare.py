@@ -109,11 +109,9 @@ def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]
 
 
 def local_candidates(manifest: Path, allow_outside: bool) -> Iterator[Candidate]:
-    """Items of a manifest in our format; paths are checked against its folder."""
+    """Items of a manifest in our format (which prepare_data checks exists); paths are checked against its folder."""
     from pipeline.data.manifest import read_jsonl
 
-    if not manifest.is_file():
-        raise DwPipeError(f"local manifest {manifest} not found")
     base = manifest.parent.resolve()
     for number, record, problem in read_jsonl(manifest):
         record = dict(record or {})

@@ -124,7 +124,8 @@ class EncoderStore:
             set_language(self.model, before)
 
     def kwargs(self, utts: list[Utterance]) -> dict:
-        made = dict(self._make([u for u in utts if u.id not in self.memo], None))  # past the budget: made again
+        missing = [u for u in utts if u.id not in self.memo]
+        made = dict(self._make(missing, None)) if missing else {}  # past the budget: made again
         stacked = torch.stack([self.memo[u.id] if u.id in self.memo else made[u.id] for u in utts]).to(self.device)
         if self.precompute:
             from transformers.modeling_outputs import BaseModelOutput

@@ -12,6 +12,7 @@ import pytest
 from scipy.io import wavfile
 
 from pipeline.core.errors import DwPipeError
+from pipeline.core.fsutil import partial_dir
 from pipeline.core.languages import by_resource_level, whisper_training_hours
 from pipeline.data.audio import read_wav, write_wav
 from pipeline.data.manifest import load_manifest
@@ -212,7 +213,7 @@ def test_nothing_valid_stops_the_stage_and_writes_nothing(tmp_path, tiny_hf_dir)
     cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest))
     with pytest.raises(DwPipeError, match="no valid utterance among 1 from local: 1 unreadable audio ") as err:
         prepare_data(cfg)
-    assert not cfg.out_dir.exists()
+    assert not cfg.out_dir.exists() and not partial_dir(cfg.out_dir).exists()  # nothing worth resuming is kept
     rejects = cfg.out_dir.parent / f"{cfg.out_dir.name}.rejects.jsonl"
     (row,) = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert row["id"] == "x" and row["reason"] in str(err.value) and str(rejects) in str(err.value)
