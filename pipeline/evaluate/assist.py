@@ -68,7 +68,9 @@ class AssistResult:
         total = {f: sum(getattr(u, f) for u in self.utterances) for f in SUMMED}
         return {
             "utterances": len(self.utterances),
-            **{f: round(v, 3) if isinstance(v, float) else v for f, v in total.items()},
+            # the per-utterance seconds carry 4 decimals; the totals keep them, so the ratio below is the ratio of the
+            # stored totals (a reader dividing them gets it back) and not of numbers rounded once more
+            **{f: round(v, 4) if isinstance(v, float) else v for f, v in total.items()},
             "speed_ratio": round(total["plain_seconds"] / total["assisted_seconds"], 3),
             "acceptance": round(total["accepted"] / total["drafted"], 3) if total["drafted"] else None,
         }
