@@ -45,6 +45,12 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 def prepare(work: Path) -> None:
     copy_repo(work)
+    # DVC keeps a repository's state and its index of each remote's contents in a site cache named by the
+    # repository's path (/var/tmp/dvc by default), which `dvc init` clears but a copied .dvc does not. A scratch
+    # repository at a path that an earlier run used (pytest's numbered temp folders come round again on a machine
+    # made from an image) then trusts that run's index: `dvc push` skipped files it believed the remote held, and a
+    # clone's `dvc pull` failed on them. Each scratch repository keeps its own, inside it.
+    (work / ".dvc" / "config.local").write_text(f"[core]\n    site_cache_dir = {work / '.dvc' / 'tmp' / 'site'}\n")
     (work / "dvc.lock").unlink(missing_ok=True)
     shutil.copyfile(work / "profiles" / "tiny.yaml", work / "params.yaml")
     run(["git", "init", "-q"], work)
