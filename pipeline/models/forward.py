@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,20 @@ def length_batches(items: list[Encoded], batch_size: int) -> list[list[int]]:
 
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype | None]:
-    """``(device, autocast dtype)``: CUDA with bf16 (or fp16) autocast when present, else CPU in float32."""
+    """``(device, autocast dtype)``: CUDA with bf16 (or fp16) autocast when present, else CPU in float32.
+
+    Under ``torchrun`` with several GPUs on a node, ``auto`` and ``cuda`` mean this rank's own GPU, ``LOCAL_RANK``
+    (every rank on ``cuda:0`` would queue all the node's work on one card)."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu"), None
-    device = torch.device("cuda" if requested == "auto" else requested)
+    device = torch.device(local_cuda() if requested in ("auto", "cuda") else requested)
     return device, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def local_cuda() -> str:
+    """``cuda:LOCAL_RANK`` under torchrun (the rank's index on its node), ``cuda`` alone otherwise."""
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local) % max(torch.cuda.device_count(), 1)}" if local is not None else "cuda"
 
 
 def features_for(extractor, utts: list[Utterance], root: Path) -> torch.Tensor:

@@ -52,3 +52,19 @@ def test_one_process_leaves_gradients_alone() -> None:
     p.grad = torch.full((2,), 3.0)
     sum_gradients([p, q], 1)
     assert torch.equal(p.grad, torch.full((2,), 3.0)) and q.grad is None
+
+
+def test_each_rank_on_a_node_takes_its_own_gpu(monkeypatch):
+    """Under torchrun, ``auto`` and ``cuda`` mean the rank's GPU on its node (LOCAL_RANK); an explicit one stays."""
+    from pipeline.models.forward import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert pick_device("auto") == (torch.device("cuda:3"), torch.bfloat16)
+    assert pick_device("cuda")[0] == torch.device("cuda:3")
+    assert pick_device("cuda:1")[0] == torch.device("cuda:1")
+    assert pick_device("cpu") == (torch.device("cpu"), None)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert pick_device("auto")[0] == torch.device("cuda")
