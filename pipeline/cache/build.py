@@ -38,7 +38,7 @@ from pipeline.core.distributed import barrier, rank_and_world
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import atomic_write_text, remove_temp_files, sha256_files
 from pipeline.core.progress import progress
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_labelled
 from pipeline.models.forward import (
     PROMPT_TEMPLATE,
     encode,
@@ -228,7 +228,7 @@ def _inputs(cfg: CacheTeacherConfig):
         raise DwPipeError(f"teacher {cfg.teacher} is not an HF checkpoint folder; run import_models first")
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.teacher)
-    utts = load_manifest(cfg.manifest)
+    utts = load_labelled(cfg.manifest, "cache_teacher (teacher-forced on the reference labels)")
     if not utts:
         raise DwPipeError(f"manifest {cfg.manifest} is empty")
     items = encode(utts, tokenizer)

@@ -15,8 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import DwPipeError
+
 # translate: speech in a language with an English reference (``translation``), decoded X->en (benchmark)
-SPLITS = ("train", "dev", "test", "test_ood", "translate")
+# unlabelled: speech without a reference text (its ``text`` is ""), or with a weak one such as a subtitle; never
+# scored, and refused by whatever needs references (:func:`load_labelled`)
+SPLITS = ("train", "dev", "test", "test_ood", "translate", "unlabelled")
+UNLABELLED = "unlabelled"
 GENDERS = frozenset({"female", "male", "other", "unknown"})
 MAX_SECONDS = 30.0
 MAX_DECODER_TOKENS = 448  # Whisper's decoder context
@@ -125,7 +130,15 @@ class Checker:
             return f"language unknown to Whisper: {language!r}"
         if split not in SPLITS:
             return f"unknown split: {split!r} (use one of {', '.join(SPLITS)})"
-        problem = self.text_problem(text, language)
+        if text is None or (isinstance(text, str) and not text.strip()):
+            if split == UNLABELLED:
+                return None  # no reference: the audio is all there is (checked like any other)
+            if text is None:
+                return (
+                    f"no reference text: split {split} needs one (dev and test are scored, train is trained on); "
+                    f"put untranscribed audio in the {UNLABELLED} split"
+                )
+        problem = self.text_problem(text, language)  # a weak reference of an unlabelled row is checked as any
         if problem is None and split == "translate" and not (isinstance(translation, str) and translation.strip()):
             problem = "translate utterance without an English reference: give it a non-empty 'translation'"
         return problem
@@ -192,6 +205,20 @@ def load_manifest(path: Path) -> list[Utterance]:
             raise ValueError(f"{path}:{number}: {problem}")
         items.append(Utterance(**record))
     return items
+
+
+def load_labelled(path: Path, needs: str) -> list[Utterance]:
+    """:func:`load_manifest` for a use that needs every row's reference text (``needs``: what, for the message):
+    a row without one, of the unlabelled split, is refused in one line rather than scored or trained on as ""."""
+    utts = load_manifest(path)
+    missing = [u for u in utts if not u.text]
+    if missing:
+        first = missing[0]
+        raise DwPipeError(
+            f"{path}: {len(missing)} row(s) without a reference text (first: {first.id}, split {first.split}); "
+            f"{needs} needs references"
+        )
+    return utts
 
 
 def write_jsonl(path: Path, rows: Iterable[Utterance | Rejection]) -> int:

@@ -225,7 +225,7 @@ def _check_records(candidates: Iterable[Candidate], checker: Checker) -> tuple[d
             continue
         fields = (
             uid,
-            r["text"].strip(),
+            (r.get("text") or "").strip(),  # "": an unlabelled row without a reference
             r["language"],
             r["split"],
             r.get("source") or c.source,

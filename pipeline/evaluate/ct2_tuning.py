@@ -255,7 +255,7 @@ def tune(
     test utterances (target languages first), and write the record to ``out`` (default: ``cfg.ct2_tuning``)."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pipeline.data.manifest import load_manifest
+    from pipeline.data.manifest import load_labelled
     from pipeline.models.forward import features_for, prompt_ids
 
     out = Path(out or cfg.ct2_tuning or "data/ct2-tuning.json")
@@ -265,7 +265,7 @@ def tune(
         raise DwPipeError(f"ct2-tune: no CTranslate2 export at {', '.join(missing)}; run the quantize stage first")
     models = {"float32": folders["float32"], "int8_float32": folders["int8"], "int8": folders["int8"]}
     manifest = Path(next(iter(cfg.datasets.values())))
-    utts = load_manifest(manifest)
+    utts = load_labelled(manifest, "scoring")
     utts = sorted(utts, key=lambda u: u.language not in cfg.target_languages)[:n]  # stable: manifest order
     features = features_for(WhisperFeatureExtractor.from_pretrained(cfg.teacher), utts, manifest.parent).numpy()
     tokenizer = WhisperTokenizer.from_pretrained(cfg.teacher)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from pipeline.data.manifest import Utterance, load_manifest
+from pipeline.data.manifest import Utterance, load_labelled
 from pipeline.evaluate.caps import Caps
 
 
@@ -86,7 +86,9 @@ class BenchmarkConfig:
 def load_datasets(cfg: BenchmarkConfig) -> dict[str, list[Utterance]]:
     from pipeline.core.errors import DwPipeError
 
-    data = {name: load_manifest(Path(path)) for name, path in cfg.datasets.items()}
+    data = {
+        name: load_labelled(Path(path), f"benchmark dataset {name} (scored)") for name, path in cfg.datasets.items()
+    }
     for name in cfg.translate:
         lacking = [u.id for u in data[name] if not u.translation.strip()]
         if lacking:

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import atomic_write_text, sha256_files
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_labelled
 from pipeline.models.decode import EncoderStore
 from pipeline.student.model import CLSR_MODES, load_student
 from pipeline.student.selection import dev_wer
@@ -44,7 +44,7 @@ def measure_gates(student_dir: Path, dev: Path, settings: DecodeSettings = Decod
     if record["mode"] not in CLSR_MODES:
         raise DwPipeError(f"{student_dir}: a {record['mode']} student has no gates to measure")
     languages = record["languages"]
-    utts = [u for u in load_manifest(dev) if u.language in languages]
+    utts = [u for u in load_labelled(dev, "the gates' dev set (scored)") if u.language in languages]
     if not utts:
         raise DwPipeError(f"{dev}: no utterance in the student's languages ({', '.join(languages)})")
     absent = sorted(set(languages) - {u.language for u in utts})

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.core.distributed import rank_and_world
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
-from pipeline.data.manifest import Utterance, load_manifest
+from pipeline.data.manifest import Utterance, load_labelled
 from pipeline.models.forward import targets_of
 from pipeline.student.config import TrainConfig
 
@@ -58,7 +58,7 @@ def load_training_data(cfg: TrainConfig, inputs: dict[str, str] | None = None) -
         folder = cache_folder(cfg.cache, (inputs or {}).get("cache_commit"))
         cache = open_cache(folder, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
     train_utts = training_utterances(cfg)
-    dev_utts = [u for u in load_manifest(cfg.dev) if u.language in cfg.languages]
+    dev_utts = [u for u in load_labelled(cfg.dev, "train_student's dev set (scored)") if u.language in cfg.languages]
     check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
     check_temperature(cfg, cache)
     examples = examples_of(train_utts, tokenizer, cache)
@@ -80,7 +80,9 @@ def examples_of(utts: list[Utterance], tokenizer, cache) -> list[Example]:
 def training_utterances(cfg: TrainConfig) -> list[Utterance]:
     """The train manifest's utterances of ``cfg.languages``; its timestamped windows only with timestamp_windows."""
     return [
-        u for u in load_manifest(cfg.train) if u.language in cfg.languages and (cfg.timestamp_windows or not u.segments)
+        u
+        for u in load_labelled(cfg.train, "train_student")
+        if u.language in cfg.languages and (cfg.timestamp_windows or not u.segments)
     ]
 
 

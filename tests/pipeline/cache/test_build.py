@@ -289,6 +289,23 @@ def test_a_killed_build_leaves_temp_files_the_next_run_removes(
     assert verify_cache(cfg.out_dir) == []
 
 
+def test_a_manifest_with_unlabelled_rows_is_refused_in_one_line(tiny_hf_dir, tiny_manifest, tmp_path):
+    """The cache teacher-forces the reference labels: a row without them is named, before the teacher loads."""
+    row = json.loads(tiny_manifest.read_text().splitlines()[0]) | {"id": "pool-1", "text": "", "split": "unlabelled"}
+    with tiny_manifest.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
+    result = CliRunner().invoke(
+        app, ["--log-level", "WARNING", "cache-teacher", "--params", str(_params(cfg, tmp_path))]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: {tiny_manifest}: 1 row(s) without a reference text (first: pool-1, split unlabelled); "
+        "cache_teacher (teacher-forced on the reference labels) needs references"
+    ]
+    assert not cfg.out_dir.exists()
+
+
 def test_changed_inputs_are_refused_unless_forced(tiny_hf_dir, tiny_manifest, tmp_path):
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
     build_cache(cfg)

@@ -184,6 +184,62 @@ def _local_manifest(root: Path) -> tuple[Path, int, dict[str, str]]:
     return manifest, len(lines) + 3, expected
 
 
+def test_unlabelled_rows_are_kept_in_their_split_and_refused_where_references_are_needed(tmp_path, tiny_hf_dir):
+    """A row without text is kept in the unlabelled split (its audio and language checked like any row, a weak
+    reference checked like any text) and rejected, with the fix, in train, dev and test; whatever scores or trains
+    on a manifest refuses its unlabelled rows in one line."""
+    from pipeline.data.manifest import load_labelled
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    write_wav(data / "good.wav", _speech(1.0))
+    write_wav(data / "silent.wav", np.zeros(16_000, dtype=np.float32))
+    rows = {
+        "pool": {"split": "unlabelled"},  # no text key at all
+        "pool-null": {"split": "unlabelled", "text": None},
+        "pool-blank": {"split": "unlabelled", "text": "  "},
+        "pool-subtitle": {"split": "unlabelled", "text": "dobry wieczór"},
+        "pool-lang": {"split": "unlabelled", "language": "xx"},
+        "pool-silent": {"split": "unlabelled", "audio": "silent.wav"},
+        "pool-symbols": {"split": "unlabelled", "text": "?!"},
+        "dev": {"split": "dev"},
+        "test": {"split": "test", "text": None},
+        "train": {"split": "train"},
+        "labelled": {"split": "train", "text": "dobry wieczór"},
+    }
+    manifest = data / "manifest.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"id": k, "audio": "good.wav", "language": "pl"} | v) + "\n" for k, v in rows.items())
+    )
+    cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest))
+    summary = prepare_data(cfg)
+    assert (summary["read"], summary["kept"]) == (len(rows), 5)
+    pool = load_manifest(cfg.out_dir / "unlabelled.jsonl")
+    assert [(u.id, u.text) for u in pool] == [
+        ("pool", ""),
+        ("pool-null", ""),
+        ("pool-blank", ""),
+        ("pool-subtitle", "dobry wieczór"),
+    ]
+    reasons = {r["id"]: r["reason"] for r in map(json.loads, (cfg.out_dir / "rejects.jsonl").read_text().splitlines())}
+    no_reference = "no reference text: split {} needs one (dev and test are scored, train is trained on); put "
+    assert reasons == {
+        "pool-lang": "language unknown to Whisper: 'xx'",
+        "pool-silent": "silent audio",
+        "pool-symbols": "no words to score: '?!' normalises to nothing (punctuation or symbols only)",
+        "dev": no_reference.format("dev") + "untranscribed audio in the unlabelled split",
+        "test": no_reference.format("test") + "untranscribed audio in the unlabelled split",
+        "train": no_reference.format("train") + "untranscribed audio in the unlabelled split",
+    }
+    assert [u.id for u in load_labelled(cfg.out_dir / "train.jsonl", "training")] == ["labelled"]
+    with pytest.raises(DwPipeError) as refused:
+        load_labelled(cfg.out_dir / "unlabelled.jsonl", "scoring")
+    assert str(refused.value) == (
+        f"{cfg.out_dir / 'unlabelled.jsonl'}: 3 row(s) without a reference text (first: pool, split unlabelled); "
+        "scoring needs references"
+    )
+
+
 def test_local_manifest_rejects_each_bad_item_with_its_reason(tmp_path, tiny_hf_dir):
     manifest, n_lines, expected = _local_manifest(tmp_path)
     cfg = _config(tmp_path, tiny_hf_dir, source="local", input=str(manifest))
