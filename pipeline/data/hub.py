@@ -42,17 +42,18 @@ rows keep the dataset's order; the others are counted in the summary's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.errors import DwPipeError
-from pipeline.data.manifest import Candidate, Candidates
+from pipeline.data.manifest import UNLABELLED, Candidate, Candidates
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,22 @@ def _hub_export_files(repo: str, config: str, split: str, where: str) -> list[st
     return [f"hf://datasets/{repo}@{quoted}/{name}" for name in export_split_files(names, config, split, where)]
 
 
-def _load(name_or_dir: str, config_name: str | None, split: str, where: str):
+def _load(name_or_dir: str, config_name: str | None, split: str, where: str) -> Callable[[], object]:
+    """A loader of the split: each call opens it again (a fresh memory map), from the files found here once."""
     import datasets
 
     folder = Path(name_or_dir)
     if folder.is_dir() and _is_saved_dataset(folder):
-        loaded = datasets.load_from_disk(str(folder))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise DwPipeError(f"{folder}: no split {split!r} (has {', '.join(loaded)})")
-            return loaded[split]
-        return loaded
+
+        def saved():
+            loaded = datasets.load_from_disk(str(folder))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise DwPipeError(f"{folder}: no split {split!r} (has {', '.join(loaded)})")
+                return loaded[split]
+            return loaded
+
+        return saved
     config = config_name or "default"
     if folder.is_dir():
         names = [p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")]
@@ -122,7 +128,7 @@ def _load(name_or_dir: str, config_name: str | None, split: str, where: str):
         files = _hub_export_files(name_or_dir, config, split, where)
     else:
         raise DwPipeError(f"{where}: not a folder and not a hub dataset id (owner/name): check the input path")
-    return datasets.load_dataset("parquet", data_files={"rows": files}, split="rows")
+    return lambda: datasets.load_dataset("parquet", data_files={"rows": files}, split="rows")
 
 
 def _language_code(row: dict, features, forced: str | None, config_name: str | None, names: dict[str, str]) -> object:
@@ -223,7 +229,6 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[Can
 
     The splits are opened and their rows selected here; the rows themselves are read on each pass over the
     returned :class:`Candidates` (its ``records()`` pass leaves the audio column unread)."""
-    import datasets
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     names = {name: code for code, name in LANGUAGES.items()}
@@ -233,12 +238,16 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[Can
     opened, selection = [], {}
     for our_split, their_split in cfg.splits.items():
         where = f"{name_or_dir} [{cfg.name + '/' if cfg.name else ''}{their_split}]"
-        ds = _load(name_or_dir, cfg.name, their_split, where)
+        load = _load(name_or_dir, cfg.name, their_split, where)
+        ds = load()
         if "audio" not in ds.column_names:
             raise DwPipeError(f"{where}: no 'audio' column (columns: {ds.column_names})")
         text_col = next((c for c in TEXT_COLUMNS if c in ds.column_names), None)
-        if text_col is None:
-            raise DwPipeError(f"{where}: no transcript column among {TEXT_COLUMNS}")
+        if text_col is None and our_split != UNLABELLED:  # untranscribed speech feeds the unlabelled split alone
+            raise DwPipeError(
+                f"{where}: no transcript column among {TEXT_COLUMNS}; map a dataset without transcripts to our "
+                f"{UNLABELLED} split"
+            )
         if our_split in cfg.select:
             chosen, info = select_rows(ds, cfg.select[our_split], cfg.name, their_split, where)
         else:
@@ -247,32 +256,59 @@ def hf_candidates(name_or_dir: str, cfg, languages: frozenset[str]) -> tuple[Can
             chosen, info["by"] = chosen[: cfg.max_per_split], info["by"] + f", first {cfg.max_per_split} kept"
         selection[where] = {"split": our_split, "rows": len(ds), "selected": len(chosen)} | info
         selection[where]["not_selected"] = len(ds) - len(chosen)
-        ds = ds.cast_column("audio", datasets.Audio(decode=False))
-        if len(chosen) < len(ds):
-            ds = ds.select(chosen)
-        opened.append((our_split, their_split, ds, chosen, text_col))
+        ds = _chosen(ds, chosen)
+        reopen = functools.partial(_reopen, load, chosen)
+        opened.append((our_split, their_split, ds, chosen, text_col, reopen))
 
     def read(records_only: bool) -> Iterator[Candidate]:
-        for our_split, their_split, ds, chosen, text_col in opened:
-            yield from _split_rows(name_or_dir, cfg, names, our_split, their_split, ds, chosen, text_col, records_only)
+        for our_split, their_split, ds, chosen, text_col, reopen in opened:
+            rows = ds.remove_columns(["audio"]) if records_only else _audio_rows(reopen, len(chosen))
+            yield from _split_rows(
+                name_or_dir, cfg, names, our_split, their_split, ds, rows, chosen, text_col, records_only
+            )
 
     return Candidates(read), selection
 
 
+def _chosen(ds, chosen: list[int]):
+    """``ds`` with its audio left undecoded (bytes or a path), narrowed to the ``chosen`` rows."""
+    import datasets
+
+    ds = ds.cast_column("audio", datasets.Audio(decode=False))
+    return ds.select(chosen) if len(chosen) < len(ds) else ds
+
+
+def _reopen(load: Callable[[], object], chosen: list[int]):
+    return _chosen(load(), chosen)
+
+
+# Rows of a split whose audio is read through one memory map of its Arrow files. The pages a map touched count in
+# the process's RSS until it is unmapped, so one map for the whole pass grew the RSS by the corpus's audio (2.7 GB
+# at 100k short utterances, bench/scale.py); a fresh map a block, dropped after it, holds one block's pages.
+AUDIO_BLOCK = 2048
+
+
+def _audio_rows(reopen: Callable[[], object], n: int) -> Iterator[dict]:
+    for start in range(0, n, AUDIO_BLOCK):
+        block = reopen().select(range(start, min(n, start + AUDIO_BLOCK)))
+        yield from block
+        del block
+
+
 def _split_rows(
-    name_or_dir: str, cfg, names: dict[str, str], our_split, their_split, ds, chosen, text_col, records_only: bool
+    name_or_dir: str, cfg, names: dict[str, str], our_split, their_split, ds, rows, chosen, text_col, records_only
 ) -> Iterator[Candidate]:
+    """The candidates of one split: ``rows``, ``ds``'s chosen rows (without their audio when ``records_only``)."""
     speaker_col = next((c for c in SPEAKER_COLUMNS if c in ds.column_names), None)
     id_col = next((c for c in ID_COLUMNS if c in ds.column_names), None)
     source = f"hf:{Path(name_or_dir).name if Path(name_or_dir).is_dir() else name_or_dir}:{their_split}"
     features = ds.features
-    rows = ds.remove_columns(["audio"]) if records_only else ds
     for position, row in zip(chosen, rows, strict=True):
         raw_id = Path(str(row[id_col])).stem if id_col and row.get(id_col) not in (None, "") else str(position)
         prefix = f"{cfg.name}-" if cfg.name else ""
         record = {
             "id": f"{prefix}{our_split}-{raw_id}",
-            "text": row.get(text_col),
+            "text": row.get(text_col) if text_col else None,
             "language": _language_code(row, features, cfg.language, cfg.name, names),
             "split": our_split,
             "speaker": str(row.get(speaker_col) or "") if speaker_col else "",

@@ -160,17 +160,26 @@ def fleurs_split(sentence_ids: list[int], audio_bytes: bytes) -> object:
     )
 
 
+def _prepared_from(tmp_path: Path, model: Path, splits, mapping: dict[str, str], name: str):
+    """prepare_data from ``splits`` (a DatasetDict, saved to disk) mapped by ``mapping``: (config, summary)."""
+    from tests.pipeline.data.test_prepare import _config  # noqa: PLC0415
+
+    splits.save_to_disk(str(tmp_path / "saved"))
+    source = HFSourceConfig(splits=mapping, name=name, input=str(tmp_path / "saved"))
+    cfg = _config(tmp_path, model, source="hf", workers=1, hf_datasets=(source,))
+    return cfg, prepare_data(cfg)
+
+
 def test_fleurs_recordings_of_one_sentence_are_all_kept_with_their_own_ids(tmp_path, tiny_hf_dir):
     """FLEURS' id numbers the sentence, which several speakers read: each recording is its own utterance."""
     import datasets
 
-    from tests.pipeline.data.test_prepare import _config, _speech, _wav_bytes  # noqa: PLC0415
+    from tests.pipeline.data.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
 
     split = fleurs_split([7, 7, 8, 7], _wav_bytes(_speech(1.0), 16_000))
-    datasets.DatasetDict({"test": split}).save_to_disk(str(tmp_path / "fleurs"))
-    source = HFSourceConfig(splits={"test_ood": "test"}, name="pl_pl", input=str(tmp_path / "fleurs"))
-    cfg = _config(tmp_path, tiny_hf_dir, source="hf", workers=1, hf_datasets=(source,))
-    summary = prepare_data(cfg)
+    cfg, summary = _prepared_from(
+        tmp_path, tiny_hf_dir, datasets.DatasetDict({"test": split}), {"test_ood": "test"}, "pl_pl"
+    )
     assert (summary["read"], summary["kept"], summary["rejected"]) == (4, 4, 0)
     kept = load_manifest(cfg.out_dir / "test_ood.jsonl")
     assert [(u.id, u.text, u.gender) for u in kept] == [
@@ -332,3 +341,53 @@ def test_an_export_without_the_whole_split_is_an_error(tmp_path, datasets_cache)
         hf_candidates(str(export), source, LANGUAGES)
     with pytest.raises(DwPipeError, match="not a folder and not a hub dataset id"):
         hf_candidates(str(tmp_path / "missing"), _source(), LANGUAGES)
+
+
+def test_a_dataset_without_transcripts_feeds_the_unlabelled_split_alone(tmp_path, tiny_hf_dir):
+    """Untranscribed speech (no text column) is kept in the unlabelled split; mapped to a scored or trained split it
+    is refused in one line naming the fix."""
+    from tests.pipeline.data.test_prepare import _speech, _wav_bytes  # noqa: PLC0415
+
+    data = cv_stand_in(tmp_path / "cv", n_test=2, audio_bytes=_wav_bytes(_speech(1.0), 16_000))
+    import datasets
+
+    bare = datasets.DatasetDict({"train": datasets.load_from_disk(str(data))["test"].remove_columns(["sentence"])})
+    cfg, summary = _prepared_from(tmp_path, tiny_hf_dir, bare, {"unlabelled": "train"}, "pl")
+    assert (summary["read"], summary["kept"], summary["rejected"]) == (2, 2, 0)
+    kept = load_manifest(cfg.out_dir / "unlabelled.jsonl")
+    assert [(u.split, u.text, u.language) for u in kept] == [("unlabelled", "", "pl")] * 2
+    assert summary["by_split"] == {"unlabelled": {"utterances": 2, "hours": pytest.approx(2 / 3600, abs=1e-4)}}
+
+    with pytest.raises(DwPipeError, match=r"no transcript column .*; map a dataset without transcripts to our unlabel"):
+        hf_candidates(str(tmp_path / "saved"), HFSourceConfig(splits={"train": "train"}, name="pl"), LANGUAGES)
+
+
+def test_the_audio_pass_reads_each_block_through_a_fresh_map_and_keeps_rows_in_step(tmp_path, monkeypatch):
+    """With blocks of 2 rows, the audio pass opens the split again for each block and every candidate still gets
+    its own row's audio, in the order of the records pass."""
+    import datasets
+
+    from pipeline.data import hub
+
+    split = cv_split(TRAIN_VOTES, "pl", "train")
+    split = split.cast_column("audio", datasets.Audio(decode=False)).map(
+        lambda row, i: {"audio": {"bytes": f"row-{i}".encode(), "path": None}}, with_indices=True
+    )
+    datasets.DatasetDict({"train": split}).save_to_disk(str(tmp_path / "cv"))
+    loads = []
+    real_load = hub._load
+
+    def counting_load(*args):
+        load = real_load(*args)
+        return lambda: loads.append(1) or load()
+
+    monkeypatch.setattr(hub, "AUDIO_BLOCK", 2)
+    monkeypatch.setattr(hub, "_load", counting_load)
+    rows = _rows_file(tmp_path / "rows.json", {"pl": {"train": [0, 2, 3, 4, 5]}})
+    cfg = HFSourceConfig(splits={"train": "train"}, name="pl", select={"train": SplitSelection(rows=rows)})
+    candidates, _ = hf_candidates(str(tmp_path / "cv"), cfg, LANGUAGES)
+    assert len(loads) == 1
+    with_audio = [(c.line, c.record["id"], c.audio) for c in candidates]
+    assert len(loads) == 1 + 3  # blocks [0, 2], [3, 4], [5]
+    assert with_audio == [(i, f"pl-train-common_voice_pl_train{i}", f"row-{i}".encode()) for i in (0, 2, 3, 4, 5)]
+    assert [c.record["id"] for c in candidates.records()] == [r[1] for r in with_audio]
