@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.cache.compute import compute_shard as _compute_shard
+from pipeline.cache.compute import label_counts, unlabelled_items
 from pipeline.cache.format import (
     FORMAT_VERSION,
     ID_ENCODINGS,
+    LABELLED_FORMAT_VERSION,
     SQRT_LEVELS,
     VALUE_ENCODINGS,
-    ShardArrays,
     to_bytes,
 )
 from pipeline.core.distributed import barrier, rank_and_world
@@ -42,12 +44,7 @@ from pipeline.data.manifest import load_labelled
 from pipeline.models.forward import (
     PROMPT_TEMPLATE,
     encode,
-    encoder_outputs,
-    features_for,
-    label_logits,
-    length_batches,
     pick_device,
-    topk_of,
 )
 
 log = logging.getLogger(__name__)
@@ -88,9 +85,23 @@ class CacheTeacherConfig:
     # hf://datasets/OWNER/NAME[@REVISION]: fetch this cache from the Hugging Face Hub into out_dir instead of running
     # the teacher, refused unless its identity is the one this config computes (pipeline/cache/hub.py). None: build.
     from_hub: str | None = None
+    # reference: every row is teacher-forced on its reference text. teacher: the rows of `unlabelled` (a manifest of
+    # the unlabelled split) are cached too, each teacher-forced along the teacher's own greedy transcript, capped at
+    # label_max_new_tokens (pipeline/cache/labelling.py); such a cache is format version 4
+    labels: str = "reference"
+    unlabelled: Path | None = None
+    label_max_new_tokens: int = 128
 
     def check(self) -> None:
         problems = []
+        if self.labels not in ("reference", "teacher"):
+            problems.append(f"labels {self.labels!r}: give reference or teacher")
+        elif self.labels == "teacher" and self.unlabelled is None:
+            problems.append("labels teacher needs unlabelled: the manifest of the rows the teacher labels")
+        elif self.labels == "reference" and self.unlabelled is not None:
+            problems.append("unlabelled is read only with labels: teacher")
+        if not 1 <= self.label_max_new_tokens <= 444:
+            problems.append(f"label_max_new_tokens {self.label_max_new_tokens} outside 1..444 (448 decoder positions)")
         if self.id_encoding not in ID_ENCODINGS:
             problems.append(f"id_encoding {self.id_encoding!r} not in {ID_ENCODINGS}")
         if self.value_encoding not in VALUE_ENCODINGS:
@@ -131,8 +142,16 @@ def identity(cfg: CacheTeacherConfig, extractor, n_rows: int, mean_labels: float
     )
     if cfg.shard_max_rows:
         rows_per_shard = min(rows_per_shard, cfg.shard_max_rows)
-    return {
-        "format_version": FORMAT_VERSION,
+    labelled = {}
+    if cfg.labels == "teacher":  # a cache of reference labels keeps the identity (and bytes) it always had
+        labelled = {
+            "labels": "teacher",
+            "unlabelled": cfg.unlabelled.name,
+            "unlabelled_sha256": sha256_files([cfg.unlabelled]),
+            "label_decoding": {"method": "greedy", "temperature": 0.0, "max_new_tokens": cfg.label_max_new_tokens},
+        }
+    return labelled | {
+        "format_version": LABELLED_FORMAT_VERSION if labelled else FORMAT_VERSION,
         "teacher": record.get("source", str(cfg.teacher)),
         "teacher_weights_sha256": sha256_files(sorted(cfg.teacher.glob("*.safetensors"))),
         "tokenizer_sha256": sha256_files([cfg.teacher / "tokenizer.json"]),
@@ -233,6 +252,8 @@ def _inputs(cfg: CacheTeacherConfig):
         raise DwPipeError(f"manifest {cfg.manifest} is empty")
     items = encode(utts, tokenizer)
     mean_labels = float(np.mean([len(i.labels) for i in items]))
+    if cfg.labels == "teacher":
+        items += unlabelled_items(cfg, tokenizer, {u.id for u in utts})
     return tokenizer, extractor, items, identity(cfg, extractor, len(items), mean_labels)
 
 
@@ -331,39 +352,6 @@ def _fetch_from_hub(cfg: CacheTeacherConfig, ident: dict, force: bool) -> dict:
     return content
 
 
-def _compute_shard(model, extractor, items, cfg: CacheTeacherConfig, autocast, tokenizer) -> ShardArrays:
-    """Top-k for every label position of ``items`` (batched by length; rows kept in input order)."""
-    root = cfg.manifest.parent
-    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    results: dict[int, tuple] = {}
-    memo = None
-    if cfg.encoder_memo is not None:
-        from pipeline.core.encoder_memo import memo_for
-
-        memo = memo_for(cfg.encoder_memo, model, extractor, autocast)
-    for batch_idx in length_batches(items, cfg.batch_size):
-        batch = [items[i] for i in batch_idx]
-        if memo is None:
-            logits_of = label_logits(model, features_for(extractor, [b.utt for b in batch], root), batch, pad, autocast)
-        else:
-            hidden = encoder_outputs(model, extractor, [b.utt for b in batch], root, autocast, memo)
-            logits_of = label_logits(model, None, batch, pad, autocast, encoder_hidden=hidden)
-        for i, logits in zip(batch_idx, logits_of):
-            results[i] = topk_of(logits, cfg.top_k, cfg.temperature, cfg.min_prob)
-    ordered = [results[i] for i in range(len(items))]
-    return ShardArrays(
-        ids=[it.utt.id for it in items],
-        languages=[it.utt.language for it in items],
-        prompts=[it.prompt for it in items],
-        labels=np.concatenate([np.asarray(it.labels, dtype=np.int64) for it in items]),
-        offsets=np.cumsum([0] + [len(it.labels) for it in items]),
-        topk_ids=np.concatenate([r[0] for r in ordered]),
-        topk_logprobs=np.concatenate([r[1] for r in ordered]),
-        tail_logprob=np.concatenate([r[2] for r in ordered]),
-        counts=np.concatenate([r[3] for r in ordered]).astype(np.int64),
-    )
-
-
 def _finish(out: Path, ident: dict, ident_hash: str, n_shards: int) -> dict:
     shards = []
     for index in range(n_shards):
@@ -392,7 +380,7 @@ def _finish(out: Path, ident: dict, ident_hash: str, n_shards: int) -> dict:
         "rows": sum(s["rows"] for s in shards),
         "tokens": sum(s["tokens"] for s in shards),
         "shards": shards,
-    }
+    } | ({"labels": label_counts(out, shards)} if ident.get("labels") == "teacher" else {})
     from pipeline.cache.card import write_card
 
     write_card(out, content)

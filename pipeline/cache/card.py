@@ -14,6 +14,17 @@ def write_card(out: Path, content: dict) -> None:
     kept = f"Top-{ident['top_k']}"
     if ident.get("min_prob"):
         kept = f"Sparse (entries of probability >= {ident['min_prob']:g}, at most {ident['top_k']} a position)"
+    labels = content.get("labels")
+    teacher_rows = ""
+    if labels:
+        decoding = ident["label_decoding"]
+        teacher_rows = (
+            f"| labels | {labels['reference']} reference, {labels['teacher']} by the teacher "
+            f"({labels['teacher_hit_cap']} reached the {decoding['max_new_tokens']}-token cap, "
+            f"{labels['teacher_empty']} empty) |\n"
+            f"| teacher's labels | {decoding['method']} decoding of `{ident['unlabelled']}` (sha256 "
+            f"`{ident['unlabelled_sha256']}`), then teacher-forced along that transcript |\n"
+        )
     text = f"""---
 configs:
 - config_name: default
@@ -29,7 +40,7 @@ teacher-forced on the reference transcripts of `{ident["manifest"]}`, made by
 | | |
 |---|---|
 | utterances | {content["rows"]} |
-| label tokens | {content["tokens"]} |
+{teacher_rows}| label tokens | {content["tokens"]} |
 | shards | {len(content["shards"])} ({files}) |
 | size | {size / 1e6:.2f} MB ({size / max(content["tokens"], 1):.1f} bytes per label token) |
 | top-k | {ident["top_k"]} |
@@ -46,7 +57,9 @@ One row per utterance: `id`, `language`, `prompt_ids`, `label_ids` (text tokens,
 then `<|endoftext|>`; a timestamped window, an utterance with segments, has a prompt without
 `<|notimestamps|>` and labels `<|start|> text <|end|>` per segment), and per label position `topk_count` (entries kept), `topk_ids`, `topk_logprobs`
 and `tail_logprob` (log of the probability mass outside the kept entries); the entry columns are flat,
-position after position. Row `label_ids[t]` is predicted from `prompt_ids + label_ids[:t]`.
+position after position. Row `label_ids[t]` is predicted from `prompt_ids + label_ids[:t]`. A cache with teacher-labelled rows (format
+version 4) adds `label_source` (`reference` or `teacher`) and, for the teacher's rows, Whisper's quality signals
+`avg_logprob`, `compression_ratio`, `no_speech_prob`, and `hit_cap` (the transcript reached the token cap).
 
 Encodings (`pipeline/cache/format.py` has the whole definition): ids `raw` are token ids, entries by
 descending log-prob; `rank`, the same order, holds ranks into the shard's id table (Parquet metadata key

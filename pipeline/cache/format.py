@@ -35,6 +35,12 @@ Encodings (recorded in ``cache.json``; ``bench/cache_teacher.py`` measures each)
   ``sqrt64``: ``64 - round(64 * sqrt(p))``, at most 63: equal steps of sqrt(p) are finer in
   log-prob where the probability is, which is where an error costs divergence (the Jensen-Shannon
   cost of a relative error e on an entry of probability p grows as p e^2).
+
+A cache with teacher-labelled rows (``cache_teacher.labels: teacher``) is format version 4: version 3 plus one
+value a row (``ROW_COLUMNS``): where its labels came from, ``reference`` or ``teacher``, and for a teacher's
+transcript the quality signals Whisper computes (``avg_logprob``, ``compression_ratio``, ``no_speech_prob``, null
+on reference rows) and ``hit_cap``, true when the transcript reached the token cap before its end-of-text. A cache
+of reference labels alone is still written as version 3, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -49,6 +55,15 @@ import pyarrow.parquet as pq
 # 3: a per-position entry count, ids "delta", values "sqrt64", uint8 tails for q8/sqrt64
 # (version 2 stored float16 values as bit-pattern differences; version 1 stored them as they are).
 FORMAT_VERSION = 3
+LABELLED_FORMAT_VERSION = 4  # 3 plus ROW_COLUMNS: a cache with teacher-labelled rows
+READABLE_VERSIONS = (FORMAT_VERSION, LABELLED_FORMAT_VERSION)
+ROW_COLUMNS = {
+    "label_source": pa.string(),
+    "avg_logprob": pa.float32(),
+    "compression_ratio": pa.float32(),
+    "no_speech_prob": pa.float32(),
+    "hit_cap": pa.bool_(),
+}
 ID_TABLE_KEY = b"dw_pipe.id_table"
 Q8_STEP = 1.0 / 16.0
 SQRT_LEVELS = 64
@@ -74,6 +89,7 @@ class ShardArrays:
     topk_logprobs: np.ndarray  # [P, k] float32
     tail_logprob: np.ndarray  # [P] float32
     counts: np.ndarray | None = None  # [P] int64, entries kept per position
+    rows: dict[str, list] | None = None  # ROW_COLUMNS, one value a row (None on reference rows' signals); None: v3
 
     def kept(self) -> np.ndarray:
         """Entries kept per position, ``[P]``."""
@@ -190,6 +206,7 @@ def encode_shard(arrays: ShardArrays, id_encoding: str, value_encoding: str) -> 
             "topk_logprobs": _nested(values, entry_offsets, vtype),
             "tail_logprob": _nested(tail, label_offsets, ttype),
         }
+        | {name: pa.array(arrays.rows[name], typ) for name, typ in ROW_COLUMNS.items() if arrays.rows is not None}
     )
     return table, metadata
 
@@ -200,7 +217,7 @@ def write_parquet(table: pa.Table, metadata: dict[bytes, bytes], sink) -> None:
     options = {
         "compression": "zstd",
         "compression_level": 19,
-        "use_dictionary": ["id", "language"],
+        "use_dictionary": [c for c in ("id", "language", "label_source") if c in table.column_names],
         "column_encoding": {f"{c}.list.element": "BYTE_STREAM_SPLIT" for c in numeric},
         # The Arrow schema would repeat our key-value metadata (the id table), base64-encoded.
         "store_schema": False,
@@ -299,4 +316,5 @@ def decode_table(
         topk_logprobs=topk_logprobs,
         tail_logprob=tail_logprob,
         counts=counts,
+        rows={c: table.column(c).to_pylist() for c in ROW_COLUMNS} if "label_source" in table.column_names else None,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.cache.format import FORMAT_VERSION, ShardArrays, decode_table
+from pipeline.cache.format import READABLE_VERSIONS, ROW_COLUMNS, ShardArrays, decode_table
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
 
@@ -34,9 +34,10 @@ def read_cache_json(folder: Path) -> dict:
     if content.get("status") != "complete":
         raise CacheError(f"{folder}: the cache build did not finish; run cache-teacher again to complete it")
     version = content.get("identity", {}).get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CacheError(
-            f"{folder}: cache format version {version}, this dw-pipe reads version {FORMAT_VERSION}; "
+            f"{folder}: cache format version {version}, this dw-pipe reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; "
             "rebuild it with cache-teacher --force"
         )
     return content
@@ -113,6 +114,7 @@ def cache_info(folder: Path) -> dict:
         "shards": len(content["shards"]),
         "folder_bytes": size,
         "bytes_per_label_token": round(size / max(content["tokens"], 1), 2),
+        "labels": content.get("labels", {"reference": content["rows"]}),
     }
 
 
@@ -164,12 +166,25 @@ class TeacherCache:
 
 
 def open_cache(
-    folder: Path, *, tokenizer_json: Path | None = None, manifest: Path | None = None, verify: bool = True
+    folder: Path,
+    *,
+    tokenizer_json: Path | None = None,
+    manifest: Path | None = None,
+    verify: bool = True,
+    teacher_labels: bool = False,
 ) -> TeacherCache:
-    """Open ``folder`` for training, refusing a cache made for another tokenizer or manifest."""
+    """Open ``folder`` for training, refusing a cache made for another tokenizer or manifest, and one with
+    teacher-labelled rows unless ``teacher_labels`` (a reader that knows which rows' labels are the teacher's)."""
     folder = Path(folder)
     content = read_cache_json(folder)
     ident = content["identity"]
+    if ident.get("labels", "reference") != "reference" and not teacher_labels:
+        teacher = content.get("labels", {}).get("teacher", "some")
+        raise CacheError(
+            f"cache {folder} holds {teacher} rows labelled by the teacher (cache_teacher.labels: "
+            f"{ident['labels']}); train_student trains on reference labels only: build the cache with labels: "
+            "reference"
+        )
     if tokenizer_json is not None and sha256_files([tokenizer_json]) != ident["tokenizer_sha256"]:
         raise CacheError(
             f"cache {folder} was built with another tokenizer than {tokenizer_json}; "
@@ -192,7 +207,8 @@ def decoded_table(folder: Path, *, verify: bool = True):
     """The whole cache as one ``pyarrow.Table`` of plain columns, one row per utterance: ``id``, ``language``,
     ``prompt_ids`` and ``label_ids`` (int32 lists), and per label position ``topk_ids`` (int32 token ids) and
     ``topk_logprobs`` (float32, descending) as lists of per-position lists (the entries the position kept: k,
-    or fewer with ``min_prob``; no padding), and ``tail_logprob`` (float32, log of the mass outside them).
+    or fewer with ``min_prob``; no padding), and ``tail_logprob`` (float32, log of the mass outside them). A cache
+    with teacher labels adds its per-row ``label_source`` and quality signals (``ROW_COLUMNS``).
 
     Whatever the id and value encodings, a reader gets token ids and log-probs, as :func:`open_cache` does."""
     import pyarrow as pa
@@ -228,6 +244,7 @@ def decoded_table(folder: Path, *, verify: bool = True):
                     "topk_logprobs": nested(a.topk_logprobs[mask], pa.float32()),
                     "tail_logprob": pa.ListArray.from_arrays(offsets, pa.array(a.tail_logprob, type=pa.float32())),
                 }
+                | {c: pa.array(a.rows[c], type=typ) for c, typ in ROW_COLUMNS.items() if a.rows is not None}
             )
         )
     return pa.concat_tables(tables)

@@ -46,7 +46,8 @@ def cache_info_cmd(
         typer.echo(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        typer.echo(f"{key:<22} {value}")
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        typer.echo(f"{key:<22} {shown}")
 
 
 @cache_app.command("verify")
