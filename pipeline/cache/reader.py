@@ -149,6 +149,12 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self.index)
 
+    def row_info(self, uid: str) -> dict | None:
+        """A row's ``label_source`` and quality signals (``ROW_COLUMNS``); None in a cache of reference labels."""
+        s, r = self.index[uid]
+        rows = self.shards[s].rows
+        return None if rows is None else {c: rows[c][r] for c in ROW_COLUMNS}
+
     def targets(self, uid: str) -> SparseTargets:
         if uid not in self.index:
             raise CacheError(f"utterance {uid} is not in the teacher cache {self.folder}")

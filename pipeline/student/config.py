@@ -16,6 +16,15 @@ from pipeline.models.clsr import GATE_INITS
 from pipeline.student.losses import KD_LOSSES
 from pipeline.student.model import CLSR_MODES, MODES
 
+TEACHER_LABEL_SETTINGS = (
+    "unlabelled",
+    "teacher_label_ce_weight",
+    "max_compression_ratio",
+    "min_avg_logprob",
+    "max_no_speech_prob",
+    "max_weak_wer",
+)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -80,12 +89,27 @@ class TrainConfig:
     # float16); past it each batch's are made again when it is read, to the same bits (bench/scale.py: a paper-sized
     # corpus of log-mels would hold over 200 GB). Left out of settings_record: it changes memory, not the student.
     feature_memory_gb: float = 8.0
+    # Train on the cache's teacher-labelled rows too (cache_teacher.labels: teacher): the rows of `unlabelled` that
+    # pass the filters below, their labels the teacher's transcripts. CE on them weighs teacher_label_ce_weight
+    # (0: KD alone there). The filters are Whisper's own thresholds for distrusting a decode (whisper/transcribe.py),
+    # and, for a row with a weak reference (a subtitle), distil-whisper's WER threshold on pseudo-labels (10 %).
+    teacher_labels: bool = False
+    unlabelled: Path | None = None
+    teacher_label_ce_weight: float = 1.0
+    max_compression_ratio: float = 2.4
+    min_avg_logprob: float = -1.0
+    max_no_speech_prob: float = 0.6
+    max_weak_wer: float = 0.1
 
     def settings_record(self) -> dict:
-        """The settings that decide what training makes, as JSON values (student.json "training")."""
+        """The settings that decide what training makes, as JSON values (student.json "training"); the teacher-label
+        settings only when they are used, so the students of reference labels keep the record they had."""
         record = json.loads(json.dumps(asdict(self), default=str))
         record.pop("encoder_memo")
         record.pop("feature_memory_gb")
+        if not self.teacher_labels:
+            for key in ("teacher_labels", *TEACHER_LABEL_SETTINGS):
+                record.pop(key)
         if is_hub_uri(self.cache):  # as written: Path() turned hf://datasets/... into hf:/datasets/...
             record["cache"] = parse_hub_uri(self.cache).uri
         return record
@@ -115,8 +139,26 @@ class TrainConfig:
             problems.append(f"eval_every must be >= 0 (0: at each epoch's end only), not {self.eval_every}")
         if self.temperature <= 0:
             problems.append(f"temperature must be positive, not {self.temperature}")
+        if self.teacher_labels:
+            problems += self._teacher_label_problems()
         if problems:
             raise DwPipeError("train_student: " + "; ".join(problems))
+
+    def _teacher_label_problems(self) -> list[str]:
+        problems = []
+        if self.unlabelled is None:
+            problems.append("teacher_labels needs unlabelled: the manifest cache_teacher labelled")
+        if self.teacher_label_ce_weight < 0:
+            problems.append(f"teacher_label_ce_weight must be >= 0, not {self.teacher_label_ce_weight}")
+        elif self.teacher_label_ce_weight == 0 and not self.uses_kd:
+            problems.append(
+                f"teacher_label_ce_weight 0 in mode {self.mode}, which has no KD: the teacher's rows would teach nothing"
+            )
+        if not 0 <= self.max_no_speech_prob <= 1:
+            problems.append(f"max_no_speech_prob {self.max_no_speech_prob} outside [0, 1]")
+        if self.max_compression_ratio <= 0 or self.max_weak_wer < 0:
+            problems.append("max_compression_ratio must be positive and max_weak_wer >= 0")
+        return problems
 
     @property
     def uses_kd(self) -> bool:

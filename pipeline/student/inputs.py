@@ -29,6 +29,7 @@ class Example:
     prompt: list[int]
     labels: list[int]
     targets: object | None = None  # SparseTargets from the cache
+    by_teacher: bool = False  # its labels are the teacher's transcript (train_student.teacher_labels)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainingData:
     train_utts: list[Utterance]
     dev_utts: list[Utterance]
     examples: list[Example]
+    teacher_rows: dict | None = None  # with teacher_labels: read, kept, filtered and why (pipeline/student/pseudo.py)
 
 
 def load_training_data(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> TrainingData:
@@ -52,26 +54,33 @@ def load_training_data(cfg: TrainConfig, inputs: dict[str, str] | None = None) -
     tokenizer = WhisperTokenizer.from_pretrained(cfg.base)
     extractor = WhisperFeatureExtractor.from_pretrained(cfg.base)
     cache = None
-    if cfg.uses_kd:
+    if cfg.uses_kd or cfg.teacher_labels:
         from pipeline.cache.reader import open_cache
 
         folder = cache_folder(cfg.cache, (inputs or {}).get("cache_commit"))
-        cache = open_cache(folder, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train)
+        cache = open_cache(
+            folder, tokenizer_json=cfg.base / "tokenizer.json", manifest=cfg.train, teacher_labels=cfg.teacher_labels
+        )
     train_utts = training_utterances(cfg)
     dev_utts = [u for u in load_labelled(cfg.dev, "train_student's dev set (scored)") if u.language in cfg.languages]
-    check_languages(cfg, tokenizer, train_utts, dev_utts, cache)
+    pseudo, record = [], None
+    if cfg.teacher_labels:
+        from pipeline.student.pseudo import teacher_rows
+
+        pseudo, record = teacher_rows(cfg, cache, tokenizer)
+    check_languages(cfg, tokenizer, train_utts + pseudo, dev_utts, cache)
     check_temperature(cfg, cache)
-    examples = examples_of(train_utts, tokenizer, cache)
-    return TrainingData(tokenizer, extractor, cache, train_utts, dev_utts, examples)
+    examples = examples_of(train_utts, tokenizer, cache) + examples_of(pseudo, tokenizer, cache, by_teacher=True)
+    return TrainingData(tokenizer, extractor, cache, train_utts + pseudo, dev_utts, examples, record)
 
 
-def examples_of(utts: list[Utterance], tokenizer, cache) -> list[Example]:
+def examples_of(utts: list[Utterance], tokenizer, cache, by_teacher: bool = False) -> list[Example]:
     """Prompt and labels of each utterance: the cache's (with the teacher's targets) when there is one."""
     out = []
     for u in utts:
         if cache is not None:
             t = cache.targets(u.id)
-            out.append(Example(u, list(t.prompt), t.labels.tolist(), t))
+            out.append(Example(u, list(t.prompt), t.labels.tolist(), t, by_teacher))
         else:
             out.append(Example(u, *targets_of(u, tokenizer)))
     return out
@@ -102,8 +111,10 @@ def training_inputs(cfg: TrainConfig) -> dict[str, str]:
         "train_manifest_sha256": sha256_files([cfg.train]),
         "dev_manifest_sha256": sha256_files([cfg.dev]),
     }
-    if cfg.uses_kd:
+    if cfg.uses_kd or cfg.teacher_labels:
         inputs.update(cache_inputs(cfg.cache))
+    if cfg.teacher_labels:
+        inputs["unlabelled_manifest_sha256"] = sha256_files([cfg.unlabelled])
     return inputs
 
 

@@ -28,7 +28,7 @@ from pipeline.models.clsr import gate_budget_loss
 from pipeline.models.decode import EncoderStore
 from pipeline.student.config import TrainConfig
 from pipeline.student.inputs import Example
-from pipeline.student.losses import KD_LOSSES, cross_entropy
+from pipeline.student.losses import KD_LOSSES, cross_entropy, weighted_cross_entropy
 from pipeline.student.model import trainable_parameters
 
 
@@ -182,7 +182,13 @@ def step_loss(
         logits = model(decoder_input_ids=ids, **store.kwargs([e.utt for e in batch])).logits
     logits = logits[at_label].float()
     w_ce, w_gate, w_kd = cfg.weights
-    parts = {"ce": cross_entropy(logits, labels, cfg.label_smoothing)}
+    if any(e.by_teacher for e in batch):  # each token's CE weighs 1, or teacher_label_ce_weight on a teacher's row
+        weight = torch.tensor(
+            [cfg.teacher_label_ce_weight if e.by_teacher else 1.0 for e in batch for _ in e.labels], device=device
+        )
+        parts = {"ce": weighted_cross_entropy(logits, labels, weight, cfg.label_smoothing)}
+    else:  # as it always was, to the bit
+        parts = {"ce": cross_entropy(logits, labels, cfg.label_smoothing)}
     loss = w_ce * parts["ce"]
     if state is not None:
         parts["gate"] = gate_budget_loss(state, cfg.gate_budget)

@@ -117,3 +117,12 @@ def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor, label_smoo
 
 
 KD_LOSSES = {"js": sparse_js, "kl": sparse_kl}
+
+
+def weighted_cross_entropy(
+    student_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, label_smoothing: float = 0.1
+) -> torch.Tensor:
+    """:func:`cross_entropy` with a weight per label token, still divided by the number of tokens (a weight of 0
+    takes a token out of CE, not out of the mean)."""
+    per_token = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing, reduction="none")
+    return (per_token * weight).sum() / max(len(labels), 1)

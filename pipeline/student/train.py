@@ -131,7 +131,7 @@ def train_student(cfg: TrainConfig, inputs: dict[str, str] | None = None) -> dic
     best = _train(run, state, best, inputs, data, dev_store)
     if rank != 0:
         return {}
-    return _finish(cfg, inputs, model, spec, clsr, state, best)
+    return _finish(cfg, inputs, model, spec, clsr, state, best, data.teacher_rows)
 
 
 def build_model(cfg: TrainConfig):
@@ -214,8 +214,11 @@ def _train(
     return best
 
 
-def _finish(cfg: TrainConfig, inputs: dict[str, str], model, spec, clsr, state: TrainState, best) -> dict:
-    """Load the best parameters, write the student folder with its log, dev summary and curves, and remove
+def _finish(
+    cfg: TrainConfig, inputs: dict[str, str], model, spec, clsr, state: TrainState, best, teacher_rows: dict | None
+) -> dict:
+    """Load the best parameters, write the student folder with its log, dev summary and curves (and, trained on
+    teacher labels, ``teacher_labels.json``: the rows read, kept and filtered out with their reasons), and remove
     the run's checkpoint and log."""
     params = trainable_parameters(model)
     with torch.no_grad():
@@ -227,6 +230,9 @@ def _finish(cfg: TrainConfig, inputs: dict[str, str], model, spec, clsr, state: 
         save_student(tmp, model, cfg.mode, spec, cfg.languages, clsr, cfg.settings_record(), inputs)
         (tmp / "train_log.jsonl").write_text(steps.read_text() if steps.is_file() else "", encoding="utf-8")
         (tmp / "dev.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if teacher_rows is not None:
+            text = json.dumps(teacher_rows, indent=1, ensure_ascii=False) + "\n"
+            (tmp / "teacher_labels.json").write_text(text, encoding="utf-8")
         _write_live(tmp / LIVE_DIR, steps, summary)
     remove_run_files(cfg)
     return summary

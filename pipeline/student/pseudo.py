@@ -1,0 +1,81 @@
+"""Which of a cache's teacher-labelled rows a student trains on (``train_student.teacher_labels``).
+
+The cache keeps every row the teacher labelled, with the signals Whisper computes (pipeline/cache/labelling.py);
+the filters are training settings, so students with other filters share one cache. A row is left out, with its
+reason, when its transcript is empty, reached the token cap (a loop, or cut short), compresses too well (a loop),
+is too unsure (average log-probability), is likely silence (no-speech probability), or, where the row has a weak
+reference such as a subtitle, differs from it by more than ``max_weak_wer``. Kept + filtered = read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.core.errors import DwPipeError
+from pipeline.core.fsutil import sha256_files
+from pipeline.core.scoring import count_errors, normalize
+from pipeline.data.manifest import Utterance, load_manifest
+from pipeline.student.config import TrainConfig
+
+
+def filter_reason(info: dict, text: str, weak_reference: str, language: str, cfg: TrainConfig) -> str | None:
+    """Why a teacher-labelled row is not trained on, as ``kind: details``, or None. ``text``: the teacher's
+    transcript."""
+    if info["hit_cap"]:
+        return "token cap: the transcript reached it before its end (a loop, or cut short)"
+    if not text.strip():
+        return "empty transcript: no words"
+    if info["compression_ratio"] > cfg.max_compression_ratio:
+        return f"compression ratio: {info['compression_ratio']:.2f} > {cfg.max_compression_ratio} (a loop)"
+    if info["avg_logprob"] < cfg.min_avg_logprob:
+        return f"average log-probability: {info['avg_logprob']:.2f} < {cfg.min_avg_logprob}"
+    if info["no_speech_prob"] is not None and info["no_speech_prob"] > cfg.max_no_speech_prob:
+        return f"no-speech probability: {info['no_speech_prob']:.2f} > {cfg.max_no_speech_prob}"
+    if weak_reference.strip():
+        counts = count_errors(normalize(weak_reference, language), normalize(text, language))
+        if counts.rate > cfg.max_weak_wer:
+            return f"weak reference: error rate {counts.rate:.2f} > {cfg.max_weak_wer}"
+    return None
+
+
+def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], dict]:
+    """The unlabelled rows of ``cfg.languages`` the cache labelled and the filters keep (audio paths made relative
+    to the train manifest's folder, which training reads audio from), and the record of what was left out."""
+    ident = cache.content["identity"]
+    if ident.get("labels") != "teacher":
+        raise DwPipeError(
+            f"train_student: teacher_labels needs a cache built with cache_teacher.labels: teacher; {cfg.cache} has "
+            "reference labels only"
+        )
+    if not cfg.unlabelled.is_file():
+        raise DwPipeError(f"train_student: unlabelled manifest {cfg.unlabelled} does not exist")
+    if sha256_files([cfg.unlabelled]) != ident["unlabelled_sha256"]:
+        raise DwPipeError(
+            f"train_student: {cfg.unlabelled} is not the manifest the cache {cfg.cache} labelled "
+            f"({ident['unlabelled']}); rerun cache_teacher on it"
+        )
+    kept, filtered = [], []
+    read = 0
+    for u in load_manifest(cfg.unlabelled):
+        if u.language not in cfg.languages:
+            continue
+        read += 1
+        targets = cache.targets(u.id)
+        text = tokenizer.decode(targets.labels.tolist(), skip_special_tokens=True)
+        reason = filter_reason(cache.row_info(u.id), text, u.text, u.language, cfg)
+        if reason:
+            filtered.append({"id": u.id, "language": u.language, "reason": reason})
+            continue
+        audio = os.path.relpath((cfg.unlabelled.parent / u.audio).resolve(), cfg.train.parent.resolve())
+        kept.append(replace(u, audio=Path(audio).as_posix()))
+    record = {
+        "read": read,
+        "kept": len(kept),
+        "filtered": len(filtered),
+        "by_reason": dict(sorted(Counter(f["reason"].split(":")[0] for f in filtered).items())),
+        "rows": filtered,
+    }
+    return kept, record
