@@ -188,8 +188,8 @@ def open_cache(
         teacher = content.get("labels", {}).get("teacher", "some")
         raise CacheError(
             f"cache {folder} holds {teacher} rows labelled by the teacher (cache_teacher.labels: "
-            f"{ident['labels']}); train_student trains on reference labels only: build the cache with labels: "
-            "reference"
+            f"{ident['labels']}); set train_student teacher_labels (with unlabelled) to train on them, or build "
+            "the cache with labels: reference"
         )
     if tokenizer_json is not None and sha256_files([tokenizer_json]) != ident["tokenizer_sha256"]:
         raise CacheError(

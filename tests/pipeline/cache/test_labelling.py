@@ -147,8 +147,8 @@ def test_the_encoder_runs_once_an_utterance_and_training_refuses_the_cache_in_on
     with pytest.raises(CacheError) as refused:
         open_cache(cfg.out_dir)
     assert str(refused.value) == (
-        f"cache {cfg.out_dir} holds 3 rows labelled by the teacher (cache_teacher.labels: teacher); train_student "
-        "trains on reference labels only: build the cache with labels: reference"
+        f"cache {cfg.out_dir} holds 3 rows labelled by the teacher (cache_teacher.labels: teacher); set "
+        "train_student teacher_labels (with unlabelled) to train on them, or build the cache with labels: reference"
     )
 
 
