@@ -50,7 +50,8 @@ def prepare(work: Path) -> None:
     # repository at a path that an earlier run used (pytest's numbered temp folders come round again on a machine
     # made from an image) then trusts that run's index: `dvc push` skipped files it believed the remote held, and a
     # clone's `dvc pull` failed on them. Each scratch repository keeps its own, inside it.
-    (work / ".dvc" / "config.local").write_text(f"[core]\n    site_cache_dir = {work / '.dvc' / 'tmp' / 'site'}\n")
+    site = (work / ".dvc" / "tmp" / "site").resolve()
+    (work / ".dvc" / "config.local").write_text(f'[core]\n    site_cache_dir = "{site}"\n')
     (work / "dvc.lock").unlink(missing_ok=True)
     shutil.copyfile(work / "profiles" / "tiny.yaml", work / "params.yaml")
     run(["git", "init", "-q"], work)

@@ -75,9 +75,11 @@ def teacher_labels(
                     num_beams=1,
                     max_new_tokens=max_new_tokens,
                 )
-            generated = [strip_prompt(s.tolist(), prompt) for s in seqs]
-            texts = [text_tokens(g, eos) for g in generated]
-            capped = [eos not in g[:max_new_tokens] for g in generated]
+            # generate drops each row's end-of-text and pads the shorter rows with it (transformers' Whisper
+            # generate_with_fallback), so the longest row of a batch that ended has none: a row reached the cap when
+            # its text is max_new_tokens long, and every other row ended with end-of-text
+            texts = [text_tokens(strip_prompt(s.tolist(), prompt), eos) for s in seqs]
+            capped = [len(t) >= max_new_tokens for t in texts]
             labelled = [Encoded(c.utt, prompt, t + ([] if cap else [eos])) for c, t, cap in zip(chunk, texts, capped)]
             ids, lengths = decoder_inputs(labelled, eos)
             with torch.inference_mode(), _autocast(device, autocast):

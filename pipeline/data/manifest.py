@@ -209,9 +209,10 @@ def load_manifest(path: Path) -> list[Utterance]:
 
 def load_labelled(path: Path, needs: str) -> list[Utterance]:
     """:func:`load_manifest` for a use that needs every row's reference text (``needs``: what, for the message):
-    a row without one, of the unlabelled split, is refused in one line rather than scored or trained on as ""."""
+    a row of the unlabelled split, with no text or a weak one (a subtitle), is refused in one line rather than
+    scored or trained on as a reference."""
     utts = load_manifest(path)
-    missing = [u for u in utts if not u.text]
+    missing = [u for u in utts if not u.text or u.split == UNLABELLED]
     if missing:
         first = missing[0]
         raise DwPipeError(

@@ -69,7 +69,7 @@ def load_training_data(cfg: TrainConfig, inputs: dict[str, str] | None = None) -
 
         pseudo, record = teacher_rows(cfg, cache, tokenizer)
     check_languages(cfg, tokenizer, train_utts + pseudo, dev_utts, cache)
-    check_temperature(cfg, cache)
+    check_temperature(cfg, cache if cfg.uses_kd else None)  # a mode without KD reads only the cache's labels
     examples = examples_of(train_utts, tokenizer, cache) + examples_of(pseudo, tokenizer, cache, by_teacher=True)
     return TrainingData(tokenizer, extractor, cache, train_utts + pseudo, dev_utts, examples, record)
 

@@ -69,7 +69,8 @@ def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], d
         if reason:
             filtered.append({"id": u.id, "language": u.language, "reason": reason})
             continue
-        audio = os.path.relpath((cfg.unlabelled.parent / u.audio).resolve(), cfg.train.parent.resolve())
+        # the folders resolved, not the file: DVC may link a WAV into its cache, and the path names the audio
+        audio = os.path.relpath(os.path.normpath(cfg.unlabelled.parent.resolve() / u.audio), cfg.train.parent.resolve())
         kept.append(replace(u, audio=Path(audio).as_posix()))
     record = {
         "read": read,

@@ -62,8 +62,8 @@ def _independent(hf_dir: Path, utt, root: Path) -> dict:
         )[0].tolist()  # fmt: skip
         seq = seq[len(prompt) :] if seq[: len(prompt)] == prompt else seq  # with or without the prompt
         eos = tokenizer.eos_token_id
-        text = seq[: seq.index(eos)] if eos in seq else seq
-        labels = text + ([eos] if eos in seq else [])
+        text = seq[: seq.index(eos)] if eos in seq else seq  # generate drops the end-of-text of the longest row
+        labels = text + ([eos] if len(text) < CAP else [])
         logits = model(input_features=feats, decoder_input_ids=torch.tensor([prompt + labels[:-1]])).logits[0]
     logprobs = torch.log_softmax(logits.float(), -1)
     at = logprobs[len(prompt) - 1 :]
@@ -74,7 +74,7 @@ def _independent(hf_dir: Path, utt, root: Path) -> dict:
         "avg_logprob": float(at.gather(-1, torch.tensor(labels)[:, None]).mean()),
         "compression_ratio": len(decoded) / len(zlib.compress(decoded)) if decoded else 0.0,
         "no_speech_prob": float(logprobs[0].exp()[tokenizer.convert_tokens_to_ids("<|nospeech|>")]),
-        "hit_cap": eos not in seq,
+        "hit_cap": len(text) >= CAP,
     }
 
 
@@ -178,26 +178,29 @@ def test_teacher_labels_settings_and_inputs_are_checked(tiny_hf_dir, tiny_manife
 def test_a_transcript_that_ends_keeps_its_end_of_text_and_an_empty_one_is_counted(
     tiny_hf_dir, tiny_manifest, tmp_path, monkeypatch
 ):
-    """The tiny random teacher never stops before the cap; here its transcripts end early: the first row of each
-    batch at once (empty), the second after one token. Their labels end with <|endoftext|>, and the card counts them."""
+    """The tiny random teacher never stops before the cap; here its transcripts end after one token, as
+    transformers' Whisper generate returns them: without their end-of-text, the shorter rows padded with it. In a
+    batch of two the first row is empty. The longest row (and a batch of one) holds no end-of-text at all, yet
+    ended: its labels get one, and the card counts no cap."""
     from transformers import WhisperForConditionalGeneration
 
     real_generate = WhisperForConditionalGeneration.generate
 
     def ending_early(self, *args, **kwargs):
-        out = real_generate(self, *args, **kwargs).clone()
+        out = real_generate(self, *args, **kwargs)
         prompt = kwargs["decoder_input_ids"][0].tolist()
         skip = len(prompt) if out[0, : len(prompt)].tolist() == prompt else 0
-        for row in range(out.shape[0]):
-            out[row, skip + row :] = self.generation_config.eos_token_id
+        out = out[:, : skip + 1].clone()  # one token a row, no end-of-text
+        if out.shape[0] > 1:
+            out[0, skip:] = self.generation_config.eos_token_id  # padding only: an empty transcript
         return out
 
     monkeypatch.setattr(WhisperForConditionalGeneration, "generate", ending_early)
     cfg = _teacher_cfg(tiny_hf_dir, tiny_manifest, tmp_path / "cache")
     content = build_cache(cfg)
-    assert content["labels"] | {} == {"reference": 7, "teacher": 3, "teacher_hit_cap": 0, "teacher_empty": 2}
+    assert content["labels"] | {} == {"reference": 7, "teacher": 3, "teacher_hit_cap": 0, "teacher_empty": 1}
     cache = open_cache(cfg.out_dir, teacher_labels=True)
     eos = 50257
     # batches by language: cs [pool-3, pool-5], pl [pool-0]
-    assert [len(cache.targets(u).labels) for u in ("pool-3", "pool-5", "pool-0")] == [1, 2, 1]
+    assert [len(cache.targets(u).labels) for u in ("pool-3", "pool-5", "pool-0")] == [1, 2, 2]
     assert {int(cache.targets(u).labels[-1]) for u in ("pool-3", "pool-5", "pool-0")} == {eos}

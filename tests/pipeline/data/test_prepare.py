@@ -235,7 +235,7 @@ def test_unlabelled_rows_are_kept_in_their_split_and_refused_where_references_ar
     with pytest.raises(DwPipeError) as refused:
         load_labelled(cfg.out_dir / "unlabelled.jsonl", "scoring")
     assert str(refused.value) == (
-        f"{cfg.out_dir / 'unlabelled.jsonl'}: 3 row(s) without a reference text (first: pool, split unlabelled); "
+        f"{cfg.out_dir / 'unlabelled.jsonl'}: 4 row(s) without a reference text (first: pool, split unlabelled); "
         "scoring needs references"
     )
 
