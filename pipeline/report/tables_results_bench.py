@@ -8,7 +8,7 @@ cache size table claims today's cache format, since its bytes are that format's.
 from __future__ import annotations
 
 from pipeline.report.docs import CURRENT, DocTable, markdown_table
-from pipeline.report.tables_results import with_source
+from pipeline.report.tables_results import pct, with_source
 
 RESULTS = "bench/results"
 
@@ -269,6 +269,34 @@ def assist(result: dict) -> list[str]:
     ]
 
 
+def teacher_labels(result: dict) -> list[str]:
+    """The teacher's labels of dev speech: the pass's cost against a reference pass, and their error rate before
+    and after the filters a student applies."""
+    rows = [
+        [
+            lang,
+            str(r["utterances"]),
+            pct(r["error_rate_all"]),
+            f"{r['kept']} of {r['utterances']}",
+            "-" if r["error_rate_kept"] is None else pct(r["error_rate_kept"]),
+            ", ".join(f"{k} {v}" for k, v in r["filtered"].items()) or "none",
+        ]
+        for lang, r in result["languages"].items()
+    ]
+    head = ["language", "utts", "error rate % of the teacher's labels", "kept by the filters", "error rate % kept"]
+    f, load = result["filters"], result["load_average"]
+    return markdown_table([*head, "filtered"], rows) + [
+        "",
+        f"Labelling pass (greedy decode, at most {result['label_max_new_tokens']} tokens, then teacher-forced along "
+        f"the transcript): {result['labelling_s_per_utt']:.2f} s an utterance; the reference pass "
+        f"(teacher-forced on the real text): {result['reference_s_per_utt']:.2f} s, a ratio of "
+        f"{result['labelling_s_per_utt'] / result['reference_s_per_utt']:.2f}. Filters: compression ratio above "
+        f"{f['max_compression_ratio']}, average log-probability below {f['min_avg_logprob']}, no-speech "
+        f"probability above {f['max_no_speech_prob']}, the token cap, empty. {result['torch_threads']} torch threads; "
+        f"load average {load['before'][0]} before, {load['after'][0]} after.",
+    ]
+
+
 SCALE_STEPS = {
     "prepare_local": "prepare_data, local manifest",
     "prepare_hf": "prepare_data, hub export",
@@ -347,4 +375,5 @@ TABLES: dict[str, DocTable] = {
     "bench-variant-parts": with_source(f"{RESULTS}/variant_parts.json", variant_parts),
     "bench-assist": with_source(f"{RESULTS}/assist.json", assist),
     "bench-scale": with_source(f"{RESULTS}/scale.json", scale),
+    "bench-teacher-labels": with_source(f"{RESULTS}/teacher_labels.json", teacher_labels),
 }
