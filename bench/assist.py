@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.core.config import read_params  # noqa: E402
 from pipeline.core.fsutil import atomic_write_text  # noqa: E402
-from pipeline.core.machine import machine  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.report.docs import corpus_id, provenance  # noqa: E402
+from pipeline.report.docs import bench_record, corpus_id  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,19 +62,21 @@ def main() -> None:
         print("\n".join(table_lines(results[-1:])[1 if len(results) > 1 else 0 :]), flush=True)
     seconds, load_after = time.perf_counter() - start, os.getloadavg()
 
-    here = machine()
     data = {
         "model": "data/models/whisper-base, assisted by data/exports/distilwhisper-<language>",
         "corpus": corpus_id(params["prepare_data"]),
         "corpus_name": "Festival ca/cs/fi",
         "utterances": {r.language: len(r.utterances) for r in results},
-        "machine": f"{here['cpu']} ({here['cpu_id']}), {here['cores']} cores",
     }
     record = {
-        "provenance": provenance(ROOT, "python bench/assist.py " + shlex.join(sys.argv[1:]), data),
-        "machine": here,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        **bench_record(
+            ROOT,
+            "python bench/assist.py " + shlex.join(sys.argv[1:]),
+            data,
+            load_before,
+            load_after,
+            torch.get_num_threads(),
+        ),
         "seconds": round(seconds, 1),
         "languages": {r.language: r.to_json() for r in results},
     }

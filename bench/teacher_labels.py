@@ -34,11 +34,10 @@ from pipeline.cache.build import CacheTeacherConfig  # noqa: E402
 from pipeline.cache.compute import compute_shard  # noqa: E402
 from pipeline.core.config import read_params  # noqa: E402
 from pipeline.core.fsutil import atomic_write_text  # noqa: E402
-from pipeline.core.machine import machine  # noqa: E402
 from pipeline.core.scoring import score  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.models.forward import Encoded, encode, prompt_ids  # noqa: E402
-from pipeline.report.docs import corpus_id, provenance  # noqa: E402
+from pipeline.report.docs import bench_record, corpus_id  # noqa: E402
 from pipeline.student.config import TrainConfig  # noqa: E402
 from pipeline.student.pseudo import filter_reason  # noqa: E402
 
@@ -102,19 +101,21 @@ def main() -> None:
             "error_rate_kept": None if passed is None else round(passed.rate, 4),
             "filtered": dict(sorted(reasons.items())),
         }
-    here = machine()
     data = {
         "model": "data/models/whisper-base (teacher)",
         "corpus": corpus_id(params["prepare_data"]),
         "corpus_name": "Festival ca/cs/fi",
         "utterances": f"the first {args.n} dev utterances of each of {', '.join(languages)}",
-        "machine": f"{here['cpu']} ({here['cpu_id']}), {here['cores']} cores",
     }
     record = {
-        "provenance": provenance(ROOT, "python bench/teacher_labels.py " + shlex.join(sys.argv[1:]), data),
-        "machine": here,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        **bench_record(
+            ROOT,
+            "python bench/teacher_labels.py " + shlex.join(sys.argv[1:]),
+            data,
+            load_before,
+            load_after,
+            torch.get_num_threads(),
+        ),
         "label_max_new_tokens": cfg.label_max_new_tokens,
         "filters": {k: getattr(filters, k) for k in ("max_compression_ratio", "min_avg_logprob", "max_no_speech_prob")},
         "reference_s_per_utt": round(reference_s / len(utts), 3),

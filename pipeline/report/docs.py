@@ -112,6 +112,23 @@ def provenance(root: Path, command: str, data: Mapping[str, object]) -> dict:
     }
 
 
+def bench_record(
+    root: Path, command: str, data: Mapping[str, object], load_before, load_after, torch_threads: int
+) -> dict:
+    """The head of a bench program's result file: its provenance (``data`` and this machine's one line), the
+    machine, torch's thread count and the load averages around the measured part."""
+    from pipeline.core.machine import machine
+
+    here = machine()
+    data = {**data, "machine": f"{here['cpu']} ({here['cpu_id']}), {here['cores']} cores"}
+    return {
+        "provenance": provenance(root, command, data),
+        "machine": here,
+        "torch_threads": torch_threads,
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+    }
+
+
 def load_result(root: Path, name: str, table: DocTable, current: Mapping[str, object]) -> dict:
     """The table's result file, checked against what the table claims."""
     path = root / table.result
