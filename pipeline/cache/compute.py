@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.cache.format import ShardArrays
+from pipeline.cache.format import ROW_COLUMNS, ShardArrays
 from pipeline.core.errors import DwPipeError
 from pipeline.data.manifest import UNLABELLED, load_manifest
 from pipeline.models.forward import (
@@ -81,8 +81,7 @@ def compute_shard(model, extractor, items, cfg, autocast, tokenizer) -> ShardArr
     ordered = [results[i] for i in range(len(items))]
     rows = None
     if cfg.labels == "teacher":
-        blank = {"label_source": "reference", "avg_logprob": None, "compression_ratio": None}
-        blank |= {"no_speech_prob": None, "hit_cap": None}
+        blank = dict.fromkeys(ROW_COLUMNS) | {"label_source": "reference"}  # a reference row: no signals
         per_row = [signals.get(i, blank) for i in range(len(items))]
         rows = {k: [r[k] for r in per_row] for k in blank}
     return ShardArrays(
