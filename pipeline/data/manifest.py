@@ -22,6 +22,8 @@ from pipeline.core.errors import DwPipeError
 # scored, and refused by whatever needs references (:func:`load_labelled`)
 SPLITS = ("train", "dev", "test", "test_ood", "translate", "unlabelled")
 UNLABELLED = "unlabelled"
+# Beside the manifests: the withheld texts of an embedded unlabelled pool (prepare_data.write_withheld)
+WITHHELD_TEXTS = "unlabelled_texts.jsonl"
 GENDERS = frozenset({"female", "male", "other", "unknown"})
 MAX_SECONDS = 30.0
 MAX_DECODER_TOKENS = 448  # Whisper's decoder context

@@ -22,12 +22,24 @@ from pathlib import Path
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import atomic_dir, atomic_write_text
 from pipeline.core.scoring import normalize
-from pipeline.data.manifest import SPLITS, Candidate, Candidates, Checker, Rejection, summarize, write_jsonl
+from pipeline.data.manifest import (
+    SPLITS,
+    UNLABELLED,
+    WITHHELD_TEXTS,
+    Candidate,
+    Candidates,
+    Checker,
+    Rejection,
+    Utterance,
+    summarize,
+    write_jsonl,
+)
 from pipeline.data.materialize import JOURNAL, process
 from pipeline.data.recordings import LongformRecordings, TimestampWindows, build_recordings, build_windows
 from pipeline.data.synthetic import SyntheticConfig, check_split_voices, plan_corpus, voice_design
 
 log = logging.getLogger(__name__)
+WITHHELD = "withheld"  # synthetic_candidates' extra: id -> text of each unlabelled pool row
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]
             "synthetic",
             {
                 "id": it.id,
-                "text": it.text,
+                "text": "" if it.split == UNLABELLED else it.text,  # a pool's texts are withheld
                 "language": it.language,
                 "split": it.split,
                 "source": f"synthetic-{it.source}",
@@ -105,7 +117,8 @@ def synthetic_candidates(cfg: PrepareDataConfig) -> tuple[list[Candidate], dict]
         )
         for it in items
     ]
-    return candidates, {"text_filter": text_stats, "voices": voice_design(items)}
+    withheld = {it.id: it.text for it in items if it.split == UNLABELLED}
+    return candidates, {"text_filter": text_stats, "voices": voice_design(items), WITHHELD: withheld}
 
 
 def local_candidates(manifest: Path, allow_outside: bool) -> Iterator[Candidate]:
@@ -186,6 +199,7 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
         for split in SPLITS:
             write_jsonl(tmp / f"{split}.jsonl", (u for u in kept + windows if u.split == split))
         write_jsonl(tmp / "rejects.jsonl", rejected)
+        write_withheld(tmp / WITHHELD_TEXTS, kept, extra.pop(WITHHELD, {}))
         recordings = build_recordings(kept, tmp, cfg.longform, cfg.seed) if cfg.longform else []
         with open(tmp / "longform.jsonl", "w", encoding="utf-8") as handle:  # empty without prepare_data.longform
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recordings)
@@ -203,6 +217,18 @@ def prepare_data(cfg: PrepareDataConfig) -> dict:
         log.warning("rejected %s: %s", r.id or f"line {r.line}", r.reason)
     log.info("prepare_data: kept %d, rejected %d of %d", len(kept), len(rejected), read)
     return summary
+
+
+def write_withheld(path: Path, kept: list[Utterance], texts: dict[str, str]) -> None:
+    """The texts of the kept rows of an unlabelled pool, one ``{"id", "language", "text"}`` line each (empty without
+    a pool): no stage trains or selects on them; they only score the teacher's labels of the pool
+    (pipeline/student/pseudo.py: label_quality)."""
+    lines = [
+        json.dumps({"id": u.id, "language": u.language, "text": texts[u.id]}, ensure_ascii=False) + "\n"
+        for u in kept
+        if u.id in texts
+    ]
+    atomic_write_text(path, "".join(lines))
 
 
 def failed_before(cfg: PrepareDataConfig) -> Path:

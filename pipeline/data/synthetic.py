@@ -28,6 +28,7 @@ from pipeline.core.errors import DwPipeError
 from pipeline.data.audio import Voice, espeak_binary
 from pipeline.data.festival import VOICES as FESTIVAL_VOICES
 from pipeline.data.festival import FestivalVoice, check_voices
+from pipeline.data.manifest import UNLABELLED
 from pipeline.data.text import fortune_entries, mo_messages, normalize_for_dedup, sentence_problem, split_sentences
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class SyntheticConfig:
     stretch: tuple[float, ...] = (1.0, 1.0)  # Festival: duration stretch range (> 1 slower)
     shift: tuple[float, ...] = (1.0, 1.0)  # Festival: playback-rate range (pitch and formants x shift)
     translate: TranslateSet | None = None  # the X->English test set (split "translate"); None: none
+    # A size for split "unlabelled" (in target_sizes, other_sizes or sizes_by_language) makes an unlabelled pool:
+    # in-domain sentences no other split draws, spoken by the train voices unless the split names its own; its rows
+    # carry no text (the texts are withheld: prepare_data writes them apart, to score the teacher's labels)
     # language -> split -> count, over target_sizes / other_sizes for that language (a language whose texts give
     # fewer clean sentences than the others need)
     sizes_by_language: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -188,6 +192,7 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
     items: list[SyntheticItem] = []
     text_stats: dict[str, dict[str, int]] = {}
     used: dict[str, set[str]] = {}  # per language: every sentence its other splits may draw (dedup keys)
+    left: dict[str, list[str]] = {}  # per language: the in-domain sentences no split drew
     for lang in cfg.languages:
         if lang not in cfg.texts:
             raise DwPipeError(f"prepare_data.synthetic.texts has no entry for language {lang}")
@@ -197,7 +202,7 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
         used[lang] = {normalize_for_dedup(x) for pool in pools.values() for x in pool}
         text_stats[lang] = dict(stats)
         for split, count in sizes.items():
-            if count == 0:
+            if count == 0 or split == UNLABELLED:
                 continue
             if split == "test_ood" and not cfg.texts[lang].ood:
                 log.info("language %s has no out-of-domain texts configured: no test_ood utterances", lang)
@@ -211,10 +216,28 @@ def plan_corpus(cfg: SyntheticConfig, seed: int) -> tuple[list[SyntheticItem], d
             chosen, pools["ood" if split == "test_ood" else "in_domain"] = pool[:count], pool[count:]
             for n, text in enumerate(chosen):
                 items.append(_speak(cfg, lang, split, f"{lang}-{split}-{n:05d}", text, rng, genders))
-    if cfg.translate is not None:  # last: the other splits' draws stay what they were without it
+        left[lang] = pools["in_domain"]
+    if cfg.translate is not None:  # after the others: their draws stay what they were without it
         translated, text_stats["translate"] = _translate_items(cfg, used, rng)
         items += translated
+    for lang in cfg.languages:  # last: the pool changes no other split's sentences or voices
+        count = cfg.sizes(lang).get(UNLABELLED, 0)
+        if len(left[lang]) < count:
+            raise DwPipeError(
+                f"language {lang}: only {len(left[lang])} in-domain sentences no other split uses for {count} "
+                f"{UNLABELLED} utterances; lower the size or add text files"
+            )
+        for n, text in enumerate(left[lang][:count]):
+            items.append(_speak(cfg, lang, UNLABELLED, f"{lang}-{UNLABELLED}-{n:05d}", text, rng, genders))
     return items, text_stats
+
+
+def split_voices(voices: dict[str, tuple[str, ...]], split: str) -> tuple[str, ...]:
+    """The voices of ``split``: its own, or for an unlabelled pool that names none, the train voices (speech like
+    the labelled set's, without its transcripts)."""
+    if split == UNLABELLED and not voices.get(split):
+        return voices.get("train", ())
+    return voices.get(split, ())
 
 
 def _translate_items(
@@ -305,12 +328,12 @@ def _speak(
 ) -> SyntheticItem:
     """The voice and settings of one utterance."""
     if lang in cfg.festival:
-        names = cfg.festival[lang][split]
+        names = split_voices(cfg.festival[lang], split)
         name = names[rng.randrange(len(names))]
         voice = FestivalVoice(name, round(rng.uniform(*cfg.stretch), 3), round(rng.uniform(*cfg.shift), 3))
         info = FESTIVAL_VOICES[name]
         return SyntheticItem(uid, lang, split, text, voice, info.gender, "festival", info.age)
-    variants = cfg.voices[split]
+    variants = split_voices(cfg.voices, split)
     variant = variants[rng.randrange(len(variants))]
     voice = Voice(ESPEAK_LANGUAGE_VOICE.get(lang, lang), variant, rng.randint(*cfg.rate), rng.randint(*cfg.pitch))
     return SyntheticItem(uid, lang, split, text, voice, genders[variant], "espeak-ng")
@@ -320,7 +343,7 @@ def check_festival(cfg: SyntheticConfig) -> None:
     """Festival languages name voices of their own language for every split they fill."""
     for lang, splits in cfg.festival.items():
         for split, count in cfg.sizes(lang).items():
-            if count and not splits.get(split):
+            if count and not split_voices(splits, split):
                 raise DwPipeError(f"prepare_data.synthetic.festival.{lang} names no voice for split {split}")
         names = {v for vs in splits.values() for v in vs}
         check_voices(names)

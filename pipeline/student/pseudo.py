@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
-from pipeline.core.scoring import count_errors, normalize
+from pipeline.core.scoring import count_errors, normalize, score
 from pipeline.data.manifest import Utterance, load_manifest
 from pipeline.student.config import TrainConfig
 
@@ -41,9 +42,7 @@ def filter_reason(info: dict, text: str, weak_reference: str, language: str, cfg
     return None
 
 
-def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], dict]:
-    """The unlabelled rows of ``cfg.languages`` the cache labelled and the filters keep (audio paths made relative
-    to the train manifest's folder, which training reads audio from), and the record of what was left out."""
+def _checked(cfg: TrainConfig, cache) -> None:
     ident = cache.content["identity"]
     if ident.get("labels") != "teacher":
         raise DwPipeError(
@@ -57,15 +56,24 @@ def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], d
             f"train_student: {cfg.unlabelled} is not the manifest the cache {cfg.cache} labelled "
             f"({ident['unlabelled']}); rerun cache_teacher on it"
         )
+
+
+def _judged(cfg: TrainConfig, cache, tokenizer) -> Iterator[tuple[Utterance, str, str | None]]:
+    """Each unlabelled row of ``cfg.languages`` with the teacher's transcript and why the filters leave it out."""
+    _checked(cfg, cache)
+    for u in load_manifest(cfg.unlabelled):
+        if u.language in cfg.languages:
+            text = tokenizer.decode(cache.targets(u.id).labels.tolist(), skip_special_tokens=True)
+            yield u, text, filter_reason(cache.row_info(u.id), text, u.text, u.language, cfg)
+
+
+def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], dict]:
+    """The unlabelled rows of ``cfg.languages`` the cache labelled and the filters keep (audio paths made relative
+    to the train manifest's folder, which training reads audio from), and the record of what was left out."""
     kept, filtered = [], []
     read = 0
-    for u in load_manifest(cfg.unlabelled):
-        if u.language not in cfg.languages:
-            continue
+    for u, _, reason in _judged(cfg, cache, tokenizer):
         read += 1
-        targets = cache.targets(u.id)
-        text = tokenizer.decode(targets.labels.tolist(), skip_special_tokens=True)
-        reason = filter_reason(cache.row_info(u.id), text, u.text, u.language, cfg)
         if reason:
             filtered.append({"id": u.id, "language": u.language, "reason": reason})
             continue
@@ -80,3 +88,33 @@ def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], d
         "rows": filtered,
     }
     return kept, record
+
+
+def label_quality(cfg: TrainConfig, cache, tokenizer, withheld: dict[str, str]) -> dict[str, dict]:
+    """Per language: the error rate of the teacher's labels against the withheld texts (``id -> text``: an
+    embedded pool's, prepare_data's ``unlabelled_texts.jsonl``), over every row and over the rows ``cfg``'s filters
+    keep, with the filters' reasons. Only a report reads the texts; no student trains or selects on them."""
+    pairs: dict[str, list] = {}
+    kept: dict[str, list] = {}
+    reasons: dict[str, Counter] = {}
+    for u, text, reason in _judged(cfg, cache, tokenizer):
+        if u.id not in withheld:
+            raise DwPipeError(f"unlabelled row {u.id} has no withheld text to score its teacher label against")
+        pair = (withheld[u.id], text, u.language)
+        pairs.setdefault(u.language, []).append(pair)
+        reasons.setdefault(u.language, Counter())
+        if reason:
+            reasons[u.language][reason.split(":")[0]] += 1
+        else:
+            kept.setdefault(u.language, []).append(pair)
+    out = {}
+    for lang in sorted(pairs):
+        passed = kept.get(lang, [])
+        out[lang] = {
+            "utterances": len(pairs[lang]),
+            "error_rate_all": round(score(pairs[lang]).rate, 4),
+            "kept": len(passed),
+            "error_rate_kept": round(score(passed).rate, 4) if passed else None,
+            "filtered": dict(sorted(reasons[lang].items())),
+        }
+    return out

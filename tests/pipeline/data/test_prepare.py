@@ -109,6 +109,28 @@ def test_one_language_can_have_its_own_split_sizes(tmp_path, tiny_hf_dir):
     assert count[("pl", "test")] == 2 and ("de", "test_ood") not in count and count[("de", "test")] == 2
 
 
+def test_an_unlabelled_pool_withholds_its_texts_and_changes_no_other_split(tmp_path, tiny_hf_dir):
+    """A size for split unlabelled: in-domain sentences no split drew, spoken by the train voices, rows without
+    text, the texts written apart; every other split is what it was without the pool."""
+    plain = _config(tmp_path / "plain", tiny_hf_dir)
+    prepare_data(plain)
+    cfg = _config(tmp_path, tiny_hf_dir)
+    pooled = replace(cfg.synthetic, target_sizes={**cfg.synthetic.target_sizes, "unlabelled": 1})
+    summary = prepare_data(replace(cfg, synthetic=pooled))
+    for split in ("train", "dev", "test", "test_ood", "translate"):
+        assert (cfg.out_dir / f"{split}.jsonl").read_text() == (plain.out_dir / f"{split}.jsonl").read_text(), split
+    (row,) = load_manifest(cfg.out_dir / "unlabelled.jsonl")
+    assert row.text == "" and row.language == "pl" and summary["by_split"]["unlabelled"]["utterances"] == 1
+    assert row.speaker in {u.speaker for u in load_manifest(cfg.out_dir / "train.jsonl")}
+    (withheld,) = [json.loads(line) for line in (cfg.out_dir / "unlabelled_texts.jsonl").read_text().splitlines()]
+    assert withheld["id"] == row.id and withheld["text"] in SENTENCES["pl"][:6]
+    assert withheld["text"] not in {u.text for us in _manifests(cfg.out_dir).values() for u in us}
+    assert (plain.out_dir / "unlabelled_texts.jsonl").read_text() == ""
+    too_many = replace(cfg.synthetic, target_sizes={**cfg.synthetic.target_sizes, "unlabelled": 2})
+    with pytest.raises(DwPipeError, match="only 1 in-domain sentences no other split uses for 2 unlabelled"):
+        prepare_data(replace(cfg, out_dir=tmp_path / "more", synthetic=too_many))
+
+
 def test_shared_voice_between_splits_is_refused(tmp_path, tiny_hf_dir):
     cfg = _config(tmp_path, tiny_hf_dir)
     cfg = replace(cfg, synthetic=replace(cfg.synthetic, voices={**cfg.synthetic.voices, "dev": ("m1",)}))

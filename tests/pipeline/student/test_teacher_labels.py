@@ -93,6 +93,34 @@ def test_the_filters_keep_what_passes_and_record_every_other_row_with_its_reason
     assert strict["kept"] == 0 and strict["by_reason"]["average log-probability"] == 2  # pool-2, pool-5
 
 
+def test_label_quality_scores_every_teacher_label_and_the_kept_ones_against_the_withheld_texts(
+    tiny_hf_dir, labelled, tmp_path
+):
+    from transformers import WhisperTokenizer
+
+    from pipeline.cache.reader import open_cache
+    from pipeline.core.scoring import score
+    from pipeline.student.pseudo import label_quality
+
+    cfg = _config(tiny_hf_dir, labelled, tmp_path, **RELAXED)
+    cache, tokenizer = open_cache(labelled["cache"], teacher_labels=True), WhisperTokenizer.from_pretrained(tiny_hf_dir)
+    withheld = {f"pool-{i}": TINY_TEXTS[i][1] for i in POOL}
+    label = {i: tokenizer.decode(cache.targets(f"pool-{i}").labels.tolist(), skip_special_tokens=True) for i in POOL}
+    quality = label_quality(cfg, cache, tokenizer, withheld)
+    pl = [(TINY_TEXTS[i][1], label[i], "pl") for i in (0, 2, 6)]
+    assert quality["pl"] == {
+        "utterances": 3,
+        "error_rate_all": round(score(pl).rate, 4),
+        "kept": 1,
+        "error_rate_kept": round(score(pl[1:2]).rate, 4),  # pool-2: the others are empty and capped
+        "filtered": {"empty transcript": 1, "token cap": 1},
+    }
+    assert quality["cs"]["kept"] == 0 and quality["cs"]["error_rate_kept"] is None
+    assert quality["cs"]["filtered"] == {"empty transcript": 1, "weak reference": 1}
+    with pytest.raises(DwPipeError, match="unlabelled row pool-0 has no withheld text"):
+        label_quality(cfg, cache, tokenizer, {})
+
+
 def test_a_student_trains_on_the_mix_and_records_it(tiny_hf_dir, labelled, tmp_path):
     cfg = _config(tiny_hf_dir, labelled, tmp_path / "student", teacher_label_ce_weight=0.5, **RELAXED)
     summary = train_student(cfg)
