@@ -12,10 +12,14 @@ rates. Hits, substitutions, deletions and insertions are kept, so loops
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
+
+from pipeline.core.errors import DwPipeError
 
 CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "lo", "my"})
 SPELLING_MAP = Path(__file__).with_name("resources") / "whisper_english_spelling.json"
@@ -89,3 +93,32 @@ def score(pairs: list[tuple[str, str, str]]) -> Counts:
     for ref, hyp, lang in pairs:
         total += count_errors(normalize(ref, lang), normalize(hyp, lang))
     return total
+
+
+def score_labels(rows: Iterable[tuple[str, str, str, str | None]], withheld: dict[str, str]) -> dict[str, dict]:
+    """Per language of ``rows`` (id, language, the teacher's label, why the filters left it out or None): the
+    labels' error rate against ``withheld`` over every row and over the kept ones, and the filters' reasons."""
+    pairs: dict[str, list] = {}
+    kept: dict[str, list] = {}
+    reasons: dict[str, Counter] = {}
+    for uid, language, text, reason in rows:
+        if uid not in withheld:
+            raise DwPipeError(f"unlabelled row {uid} has no withheld text to score its teacher label against")
+        pair = (withheld[uid], text, language)
+        pairs.setdefault(language, []).append(pair)
+        reasons.setdefault(language, Counter())
+        if reason:
+            reasons[language][reason.split(":")[0]] += 1
+        else:
+            kept.setdefault(language, []).append(pair)
+    out = {}
+    for lang in sorted(pairs):
+        passed = kept.get(lang, [])
+        out[lang] = {
+            "utterances": len(pairs[lang]),
+            "error_rate_all": round(score(pairs[lang]).rate, 4),
+            "kept": len(passed),
+            "error_rate_kept": round(score(passed).rate, 4) if passed else None,
+            "filtered": dict(sorted(reasons[lang].items())),
+        }
+    return out

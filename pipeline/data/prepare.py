@@ -36,7 +36,8 @@ from pipeline.data.manifest import (
 )
 from pipeline.data.materialize import JOURNAL, process
 from pipeline.data.recordings import LongformRecordings, TimestampWindows, build_recordings, build_windows
-from pipeline.data.synthetic import SyntheticConfig, check_split_voices, plan_corpus, voice_design
+from pipeline.data.synthetic import SyntheticConfig, plan_corpus
+from pipeline.data.voices import check_split_voices, voice_design
 
 log = logging.getLogger(__name__)
 WITHHELD = "withheld"  # synthetic_candidates' extra: id -> text of each unlabelled pool row

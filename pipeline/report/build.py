@@ -34,6 +34,7 @@ from pipeline.report.error_tables import (
     target_checks,
 )
 from pipeline.report.longform import longform_metrics, longform_table
+from pipeline.report.pool_labels import pool_label_section
 from pipeline.report.translation import translation_section
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def make_report(cfg: ReportConfig) -> dict:
     text += ["## Students compared on the target languages", ""] + compared + [""]
     compare_plot = students_compared(rows, targets, cfg.teacher)
     text += [f"![{compare_plot.name}]({compare_plot.name})", "", f"*{compare_plot.caption}*", ""]
+    text += pool_label_section((metrics.get("config") or {}).get("students") or {}, cfg.prepared)
     text += ["## Target languages: does distillation help?", ""] + checks + [""]
     text += ["## Non-target languages: experts unused", ""] + non_target_table(rows, targets, cfg.main_student) + [""]
     for dataset in sorted({r["dataset"] for r in rows}):

@@ -8,7 +8,8 @@ cache size table claims today's cache format, since its bytes are that format's.
 from __future__ import annotations
 
 from pipeline.report.docs import CURRENT, DocTable, markdown_table
-from pipeline.report.tables_results import pct, with_source
+from pipeline.report.pool_labels import LABEL_HEAD, label_rows
+from pipeline.report.tables_results import with_source
 
 RESULTS = "bench/results"
 
@@ -272,20 +273,9 @@ def assist(result: dict) -> list[str]:
 def teacher_labels(result: dict) -> list[str]:
     """The teacher's labels of dev speech: the pass's cost against a reference pass, and their error rate before
     and after the filters a student applies."""
-    rows = [
-        [
-            lang,
-            str(r["utterances"]),
-            pct(r["error_rate_all"]),
-            f"{r['kept']} of {r['utterances']}",
-            "-" if r["error_rate_kept"] is None else pct(r["error_rate_kept"]),
-            ", ".join(f"{k} {v}" for k, v in r["filtered"].items()) or "none",
-        ]
-        for lang, r in result["languages"].items()
-    ]
-    head = ["language", "utts", "error rate % of the teacher's labels", "kept by the filters", "error rate % kept"]
+    rows, head = label_rows(result["languages"]), LABEL_HEAD
     f, load = result["filters"], result["load_average"]
-    return markdown_table([*head, "filtered"], rows) + [
+    return markdown_table(head, rows) + [
         "",
         f"Labelling pass (greedy decode, at most {result['label_max_new_tokens']} tokens, then teacher-forced along "
         f"the transcript): {result['labelling_s_per_utt']:.2f} s an utterance; the reference pass "

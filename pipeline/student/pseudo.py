@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
-from pipeline.core.scoring import count_errors, normalize, score
+from pipeline.core.scoring import count_errors, normalize, score_labels
 from pipeline.data.manifest import Utterance, load_manifest
 from pipeline.student.config import TrainConfig
 
@@ -71,9 +71,9 @@ def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], d
     """The unlabelled rows of ``cfg.languages`` the cache labelled and the filters keep (audio paths made relative
     to the train manifest's folder, which training reads audio from), and the record of what was left out."""
     kept, filtered = [], []
-    read = 0
-    for u, _, reason in _judged(cfg, cache, tokenizer):
-        read += 1
+    labels = []
+    for u, text, reason in _judged(cfg, cache, tokenizer):
+        labels.append({"id": u.id, "language": u.language, "text": text})
         if reason:
             filtered.append({"id": u.id, "language": u.language, "reason": reason})
             continue
@@ -81,11 +81,12 @@ def teacher_rows(cfg: TrainConfig, cache, tokenizer) -> tuple[list[Utterance], d
         audio = os.path.relpath(os.path.normpath(cfg.unlabelled.parent.resolve() / u.audio), cfg.train.parent.resolve())
         kept.append(replace(u, audio=Path(audio).as_posix()))
     record = {
-        "read": read,
+        "read": len(labels),
         "kept": len(kept),
         "filtered": len(filtered),
         "by_reason": dict(sorted(Counter(f["reason"].split(":")[0] for f in filtered).items())),
         "rows": filtered,
+        "labels": labels,  # every row's label (the teacher's transcript), kept or not: what a report scores
     }
     return kept, record
 
@@ -94,27 +95,6 @@ def label_quality(cfg: TrainConfig, cache, tokenizer, withheld: dict[str, str]) 
     """Per language: the error rate of the teacher's labels against the withheld texts (``id -> text``: an
     embedded pool's, prepare_data's ``unlabelled_texts.jsonl``), over every row and over the rows ``cfg``'s filters
     keep, with the filters' reasons. Only a report reads the texts; no student trains or selects on them."""
-    pairs: dict[str, list] = {}
-    kept: dict[str, list] = {}
-    reasons: dict[str, Counter] = {}
-    for u, text, reason in _judged(cfg, cache, tokenizer):
-        if u.id not in withheld:
-            raise DwPipeError(f"unlabelled row {u.id} has no withheld text to score its teacher label against")
-        pair = (withheld[u.id], text, u.language)
-        pairs.setdefault(u.language, []).append(pair)
-        reasons.setdefault(u.language, Counter())
-        if reason:
-            reasons[u.language][reason.split(":")[0]] += 1
-        else:
-            kept.setdefault(u.language, []).append(pair)
-    out = {}
-    for lang in sorted(pairs):
-        passed = kept.get(lang, [])
-        out[lang] = {
-            "utterances": len(pairs[lang]),
-            "error_rate_all": round(score(pairs[lang]).rate, 4),
-            "kept": len(passed),
-            "error_rate_kept": round(score(passed).rate, 4) if passed else None,
-            "filtered": dict(sorted(reasons[lang].items())),
-        }
-    return out
+    return score_labels(
+        ((u.id, u.language, text, reason) for u, text, reason in _judged(cfg, cache, tokenizer)), withheld
+    )

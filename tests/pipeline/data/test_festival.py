@@ -217,3 +217,19 @@ def test_translate_set_speaks_the_same_english_messages_in_each_language(tmp_pat
     assert "translation" not in (cfg.out_dir / "train.jsonl").read_text()
     with pytest.raises(DwPipeError, match="3 messages are clean sentences in English and in every one of"):
         prepare_data(_with_translate_set(plain, size=4))
+
+
+def test_a_pool_is_drawn_after_the_translate_set_and_changes_none_of_its_draws(tmp_path, tiny_hf_dir):
+    """Planning only (no audio): the pool's festival voices are the train voices, and every other item, the
+    translate set's included, is planned as it was without the pool."""
+    from pipeline.data.synthetic import plan_corpus
+
+    plain = _with_translate_set(_festival_config(tmp_path, tiny_hf_dir), size=3).synthetic
+    plain = replace(plain, sizes_by_language={"cs": {"test": 1}})  # leaves one cs sentence unused
+    pooled = replace(plain, sizes_by_language={"cs": {"test": 1, "unlabelled": 1}})
+    before, _ = plan_corpus(plain, seed=3)
+    after, _ = plan_corpus(pooled, seed=3)
+    (pool,) = [it for it in after if it.split == "unlabelled"]
+    assert [it for it in after if it.split != "unlabelled"] == before
+    assert pool.language == "cs" and pool.voice.voice in plain.festival["cs"]["train"]
+    assert pool.text in CS and pool.text not in {it.text for it in before}

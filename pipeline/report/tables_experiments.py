@@ -1,0 +1,93 @@
+"""Rendered tables of the documented experiments: questions about the method, answered on the embedded corpus by a
+program that runs the pipeline's own stages (docs/experiments.md; see pipeline.report.docs).
+
+Each table claims today's corpus and params.yaml and the cache format it was made with: an experiment made on other
+data or settings, or on a cache of another format, is an error until it is run again, never a silently kept table.
+"""
+
+from __future__ import annotations
+
+from pipeline.cache.format import LABELLED_FORMAT_VERSION
+from pipeline.report.docs import CURRENT, DocTable, markdown_table
+from pipeline.report.pool_labels import LABEL_HEAD, label_rows
+from pipeline.report.tables_results import interval, pct, with_source
+
+RESULTS = "bench/results"
+# the pool experiment: today's corpus and settings, on a cache with teacher-labelled rows
+POOL_CLAIMS = {"corpus": CURRENT, "params": CURRENT, "cache_format": LABELLED_FORMAT_VERSION}
+
+
+def pool_labels(result: dict) -> list[str]:
+    """The teacher's labels of the unlabelled pool against its withheld texts, before and after the filters."""
+    f = result["filters"]
+    trained = {name: s["teacher_rows"] for name, s in result["students"].items() if s.get("teacher_rows") is not None}
+    return markdown_table(LABEL_HEAD, label_rows(result["label_quality"])) + [
+        "",
+        f"Greedy labels of at most {result['label_max_new_tokens']} tokens; filters: compression ratio above "
+        f"{f['max_compression_ratio']}, average log-probability below {f['min_avg_logprob']}, no-speech probability "
+        f"above {f['max_no_speech_prob']}, the token cap, empty. Rows trained on: "
+        + "; ".join(f"{name} {r['kept']} of {r['read']}" for name, r in trained.items())
+        + ".",
+    ]
+
+
+def pool_rates(result: dict) -> list[str]:
+    """Every student's error rate on the target test sets, with the teacher and the untrained student."""
+    models = list(next(iter(result["comparison"].values()))["models"])
+    rows = []
+    for cell, c in result["comparison"].items():
+        dataset, lang = cell.split("/")
+        rates = [f"{pct(c['models'][m]['error_rate'])} {_ci(c['models'][m]['ci95'])}" for m in models]
+        rows.append([dataset, lang, str(c["utterances"]), *rates])
+    steps = {s["steps"] for s in result["students"].values()}
+    return markdown_table(["test set", "language", "utts", *models], rows) + [
+        "",
+        f"Error rate in % with its 95 % bootstrap interval. Every student made {', '.join(map(str, sorted(steps)))} "
+        f"updates and kept, per language, its best dev step (dev decoded every {result['eval_every']} steps and at "
+        "each epoch's end). Pool per language: "
+        + ", ".join(f"{lang} {n}" for lang, n in result["pool_per_language"].items())
+        + f". The labelled splits are the default run's: {_yes(result['labelled_splits_are_the_default_runs'])}. "
+        "Updates per language (one language a batch, so a larger pool of one language gives it more of them): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{lang} {n}" for lang, n in s["updates_by_language"].items())
+            for name, s in result["students"].items()
+        )
+        + ".",
+    ]
+
+
+def pool_differences(result: dict) -> list[str]:
+    """The paired differences the experiment asks about, in points, with their 95 % paired bootstrap intervals."""
+    first = next(iter(result["comparison"].values()))
+    names = list(first["differences"])
+    rows = []
+    for cell, c in result["comparison"].items():
+        dataset, lang = cell.split("/")
+        rows.append([dataset, lang, *(_delta(c["differences"][n]) for n in names)])
+    head = [f"{n} ({' - '.join(first['differences'][n]['of'])})" for n in names]
+    return markdown_table(["test set", "language", *head], rows) + [
+        "",
+        "Points of error rate, this student minus that one over the same utterances, with the 95 % paired bootstrap "
+        "interval; **bold**: the interval leaves out 0.",
+    ]
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def _delta(d: dict) -> str:
+    text = f"{100 * d['delta']:+.1f} {interval(d['ci95'])}"
+    lo, hi = d["ci95"]
+    return f"**{text}**" if lo > 0 or hi < 0 else text
+
+
+def _yes(flag: bool | None) -> str:
+    return {True: "yes, line for line", False: "**no**", None: "not checked (no default run)"}[flag]
+
+
+TABLES: dict[str, DocTable] = {
+    "experiment-pool-labels": with_source(f"{RESULTS}/teacher_label_gain.json", pool_labels, POOL_CLAIMS),
+    "experiment-pool-rates": with_source(f"{RESULTS}/teacher_label_gain.json", pool_rates, POOL_CLAIMS),
+    "experiment-pool-differences": with_source(f"{RESULTS}/teacher_label_gain.json", pool_differences, POOL_CLAIMS),
+}
