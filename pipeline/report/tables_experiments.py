@@ -46,7 +46,9 @@ def pool_rates(result: dict) -> list[str]:
         f"updates and kept, per language, its best dev step (dev decoded every {result['eval_every']} steps and at "
         "each epoch's end). Pool per language: "
         + ", ".join(f"{lang} {n}" for lang, n in result["pool_per_language"].items())
-        + f". The labelled splits are the default run's: {_yes(result['labelled_splits_are_the_default_runs'])}. "
+        + f". The labelled splits are the default run's: {_yes(result['labelled_splits_are_the_default_runs'])}; "
+        f"reference rows equal to the default run's cache (which kd distils from): "
+        f"{result['reference_rows_equal_to_the_default_cache']}. "
         "Updates per language (one language a batch, so a larger pool of one language gives it more of them): "
         + "; ".join(
             f"{name} " + ", ".join(f"{lang} {n}" for lang, n in s["updates_by_language"].items())

@@ -17,6 +17,7 @@ def _result(same: bool | None = True) -> dict:
         "eval_every": 8,
         "pool_per_language": {"ca": 120},
         "labelled_splits_are_the_default_runs": same,
+        "reference_rows_equal_to_the_default_cache": "450 of 450",
         "label_quality": {
             "ca": {
                 "utterances": 4,
@@ -60,10 +61,11 @@ def test_rates_table_gives_every_model_with_its_interval_and_says_whether_the_sp
         "| test | ca | 40 | 30.0 [25.0, 35.0] | 50.0 [45.0, 55.0] | 45.0 [40.0, 50.0] | 40.0 [35.0, 45.0] | "
         "42.0 [37.0, 47.0] | 35.0 [30.0, 40.0] |"
     )
-    assert "Every student made 48 updates" in lines[-1] and "default run's: yes, line for line." in lines[-1]
+    assert "Every student made 48 updates" in lines[-1] and "default run's: yes, line for line;" in lines[-1]
     assert lines[-1].endswith("Updates per language (one language a batch, so a larger pool of one language gives "
                               "it more of them): ce ca 48; kd-pool ca 48.")  # fmt: skip
-    assert "default run's: **no**." in x.pool_rates(_result(same=False))[-1]
+    assert "default run's: **no**;" in x.pool_rates(_result(same=False))[-1]
+    assert "reference rows equal to the default run's cache (which kd distils from): 450 of 450." in lines[-1]
 
 
 def test_differences_are_bold_only_where_the_interval_leaves_out_zero():
