@@ -42,3 +42,6 @@ def test_each_students_labels_are_scored_over_every_row_and_the_kept_ones(tmp_pa
     assert pool_label_section({"kd": str(tmp_path / "kd")}, prepared) == []
     no_texts = pool_label_section({"kd-pool": students["kd-pool"]}, tmp_path / "elsewhere")
     assert "- kd-pool: 1 of 2 rows kept; no withheld texts to score its labels against." in no_texts
+    (prepared / "unlabelled_texts.jsonl").write_text(json.dumps({"id": "u1", "language": "ca", "text": texts["u1"]}))
+    some = pool_label_section({"kd-pool": students["kd-pool"]}, prepared)  # u2's text missing: not scored at all
+    assert "- kd-pool: 1 of 2 rows kept; no withheld texts to score its labels against." in some
