@@ -22,7 +22,6 @@ import os
 import shlex
 import sys
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from pipeline.cache.build import CacheTeacherConfig  # noqa: E402
 from pipeline.cache.compute import compute_shard  # noqa: E402
 from pipeline.core.config import read_params  # noqa: E402
 from pipeline.core.fsutil import atomic_write_text  # noqa: E402
-from pipeline.core.scoring import score  # noqa: E402
+from pipeline.core.scoring import score_labels  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.models.forward import Encoded, encode, prompt_ids  # noqa: E402
 from pipeline.report.docs import bench_record, corpus_id  # noqa: E402
@@ -77,30 +76,20 @@ def main() -> None:
 
     filters = TrainConfig(mode="distilwhisper", languages=tuple(languages), base=teacher, cache=teacher, train=dev,
                           dev=dev, out_dir=teacher)  # fmt: skip  # its defaults: the filters a student applies
-    per_language = {}
-    for lang in languages:
+    judged = []  # (id, language, the teacher's label, why the filters leave it out)
+    for i, u in enumerate(utts):
+        ids = labelled.labels[labelled.offsets[i] : labelled.offsets[i + 1]].tolist()
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        info = {k: labelled.rows[k][i] for k in labelled.rows}
+        judged.append((u.id, u.language, text, filter_reason(info, text, "", u.language, filters)))
+    per_language = score_labels(judged, {u.id: u.text for u in utts})
+    for lang, entry in per_language.items():
         rows = [i for i, u in enumerate(utts) if u.language == lang]
-        pairs, kept, reasons = [], [], Counter()
-        for i in rows:
-            ids = labelled.labels[labelled.offsets[i] : labelled.offsets[i + 1]].tolist()
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            info = {k: labelled.rows[k][i] for k in labelled.rows}
-            pairs.append((utts[i].text, text, lang))
-            reason = filter_reason(info, text, "", lang, filters)
-            if reason:
-                reasons[reason.split(":")[0]] += 1
-            else:
-                kept.append(pairs[-1])
-        every, passed = score(pairs), score(kept) if kept else None
-        per_language[lang] = {
-            "utterances": len(rows),
+        tokens = {
             "label_tokens_reference": int(sum(reference.offsets[i + 1] - reference.offsets[i] for i in rows)),
             "label_tokens_teacher": int(sum(labelled.offsets[i + 1] - labelled.offsets[i] for i in rows)),
-            "error_rate_all": round(every.rate, 4),
-            "kept": len(kept),
-            "error_rate_kept": None if passed is None else round(passed.rate, 4),
-            "filtered": dict(sorted(reasons.items())),
         }
+        per_language[lang] = {"utterances": entry.pop("utterances"), **tokens, **entry}
     data = {
         "model": "data/models/whisper-base (teacher)",
         "corpus": corpus_id(params["prepare_data"]),
