@@ -239,9 +239,7 @@ def setup_train_load(p: dict[str, Path], features: str):
                 torch.from_numpy(np.concatenate([getattr(e.targets, name) for e in batch]))
             utts, tokens = utts + len(batch), tokens + len(labels)
         parts["epoch_s"] = time.perf_counter() - start - parts["open_s"] - parts["features_s"]
-        cache_arrays = sum(
-            a.nbytes for s in data.cache.shards for a in (s.labels, s.topk_ids, s.topk_logprobs, s.tail_logprob)
-        )
+        cache_arrays = sum(s.nbytes for s in data.cache.shards)
         held = sum(t.nbytes for t in store.memo.values()) if store is not None else 0
         return {"utterances": utts, "tokens": tokens, "features": features, "decoded_cache_bytes": int(cache_arrays),
                 "feature_store_bytes": held, "feature_memory_gb": cfg.feature_memory_gb} | {

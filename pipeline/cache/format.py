@@ -257,11 +257,78 @@ EXPECTED_COLUMNS = (
 )
 
 
+@dataclass
+class FlatShard:
+    """A decoded shard without padding, as training holds it: row r owns label positions
+    ``offsets[r]:offsets[r+1]`` and entries ``entry_offsets[r]:entry_offsets[r+1]``; position t keeps
+    ``counts[t]`` entries, by descending log-prob (ties by id). Token ids fit 16 bits (the columns are uint16), so
+    an entry costs 6 bytes and a position 10 more, where the ``[P, k]`` padded arrays of :class:`ShardArrays` cost
+    12 a slot, kept or not, and 20 a position."""
+
+    ids: list[str]
+    languages: list[str]
+    prompts: list[list[int]]
+    labels: np.ndarray  # [P] int32
+    offsets: np.ndarray  # [R+1] int64
+    counts: np.ndarray  # [P] uint16
+    entry_offsets: np.ndarray  # [R+1] int64
+    entry_ids: np.ndarray  # [E] uint16
+    entry_logprobs: np.ndarray  # [E] float32
+    tail_logprob: np.ndarray  # [P] float32
+    k: int
+    rows: dict[str, list] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-position and per-entry arrays (ids, prompts and row values aside)."""
+        arrays = (self.labels, self.offsets, self.counts, self.entry_offsets, self.entry_ids, self.entry_logprobs)
+        return sum(a.nbytes for a in arrays) + self.tail_logprob.nbytes
+
+    def _pad(self, counts: np.ndarray, ids: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = counts.astype(np.int64)
+        position = np.repeat(np.arange(len(counts)), counts)
+        slot = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
+        topk_ids = np.full((len(counts), self.k), PAD_ID, dtype=np.int64)
+        topk_logprobs = np.full((len(counts), self.k), -np.inf, dtype=np.float32)
+        topk_ids[position, slot] = ids
+        topk_logprobs[position, slot] = logprobs
+        return topk_ids, topk_logprobs
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Row r's labels (int64), ``[n, k]`` ids (int64) and log-probs (float32, padded), and tails."""
+        lo, hi = self.offsets[r], self.offsets[r + 1]
+        a, b = self.entry_offsets[r], self.entry_offsets[r + 1]
+        ids, logprobs = self._pad(self.counts[lo:hi], self.entry_ids[a:b], self.entry_logprobs[a:b])
+        return self.labels[lo:hi].astype(np.int64), ids, logprobs, self.tail_logprob[lo:hi]
+
+    def padded(self) -> ShardArrays:
+        ids, logprobs = self._pad(self.counts, self.entry_ids, self.entry_logprobs)
+        return ShardArrays(
+            ids=self.ids,
+            languages=self.languages,
+            prompts=self.prompts,
+            labels=self.labels.astype(np.int64),
+            offsets=self.offsets,
+            topk_ids=ids,
+            topk_logprobs=logprobs,
+            tail_logprob=self.tail_logprob,
+            counts=self.counts.astype(np.int64),
+            rows=self.rows,
+        )
+
+
 def decode_table(
     table: pa.Table, metadata: dict[bytes, bytes] | None, k: int, id_encoding: str, value_encoding: str
 ) -> ShardArrays:
     """Inverse of :func:`encode_shard`: ``[P, k]`` arrays by descending log-prob, padded past each position's
     count (values come back as float32, ids as int64)."""
+    return decode_flat(table, metadata, k, id_encoding, value_encoding).padded()
+
+
+def decode_flat(
+    table: pa.Table, metadata: dict[bytes, bytes] | None, k: int, id_encoding: str, value_encoding: str
+) -> FlatShard:
+    """Inverse of :func:`encode_shard`, unpadded (:class:`FlatShard`)."""
     missing = [c for c in EXPECTED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"missing column(s) {missing}")
@@ -281,7 +348,7 @@ def decode_table(
             f"top-k columns do not hold the {counts.sum()} entries topk_count gives ({n} positions, k={k})"
         )
     ids, codes = ids.astype(np.int64), values.astype(np.int64)
-    position = np.repeat(np.arange(n), counts)
+    position = np.repeat(np.arange(n), counts)  # for the delta order
     if id_encoding == "delta":
         ids = segment_cumsum(ids, counts)
         logprobs = code_values(codes, value_encoding)
@@ -296,25 +363,24 @@ def decode_table(
                 raise ValueError("id rank outside the shard's id table")
             ids = id_table[ids]
         logprobs = code_values(segment_cumsum(codes, counts), value_encoding)
-    slot = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
-    topk_ids = np.full((n, k), PAD_ID, dtype=np.int64)
-    topk_logprobs = np.full((n, k), -np.inf, dtype=np.float32)
-    topk_ids[position, slot] = ids
-    topk_logprobs[position, slot] = logprobs
+    if ids.size and (ids.min() < 0 or ids.max() > 0xFFFF):
+        raise ValueError(f"token ids {ids.min()}..{ids.max()} outside the format's 16 bits")
     if value_encoding == "float16":
         tail_logprob = tail.astype(np.float32)
     else:
         tail_logprob = (-tail.astype(np.float64) * TAIL_STEP).astype(np.float32)
     prompts, prompt_offsets = _flat(table.column("prompt_ids"), 1)
-    return ShardArrays(
+    return FlatShard(
         ids=table.column("id").to_pylist(),
         languages=table.column("language").to_pylist(),
         prompts=[prompts[a:b].astype(np.int64).tolist() for a, b in zip(prompt_offsets[:-1], prompt_offsets[1:])],
-        labels=labels.astype(np.int64),
+        labels=labels.astype(np.int32),
         offsets=offsets,
-        topk_ids=topk_ids,
-        topk_logprobs=topk_logprobs,
+        counts=counts.astype(np.uint16),
+        entry_offsets=np.concatenate([[0], np.cumsum(counts)])[offsets],
+        entry_ids=ids.astype(np.uint16),
+        entry_logprobs=logprobs.astype(np.float32),
         tail_logprob=tail_logprob,
-        counts=counts,
+        k=k,
         rows={c: table.column(c).to_pylist() for c in ROW_COLUMNS} if "label_source" in table.column_names else None,
     )

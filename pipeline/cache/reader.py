@@ -3,8 +3,8 @@
 :func:`verify_cache` checks every shard against ``cache.json`` (sha256,
 schema, rows, tokens, k). :func:`open_cache` validates the cache against
 the student's tokenizer and the training manifest, verifies it, and decodes
-every shard into flat arrays; :meth:`TeacherCache.targets` then gives one
-utterance's sparse teacher distribution without copying.
+every shard into flat arrays without padding; :meth:`TeacherCache.targets` then
+pads one utterance's sparse teacher distribution to ``top_k``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.cache.format import READABLE_VERSIONS, ROW_COLUMNS, ShardArrays, decode_table
+from pipeline.cache.format import READABLE_VERSIONS, ROW_COLUMNS, FlatShard, decode_flat
 from pipeline.core.errors import DwPipeError
 from pipeline.core.fsutil import sha256_files
 
@@ -43,11 +43,11 @@ def read_cache_json(folder: Path) -> dict:
     return content
 
 
-def _decode_shard(folder: Path, shard: dict, ident: dict) -> ShardArrays:
+def _decode_shard(folder: Path, shard: dict, ident: dict) -> FlatShard:
     path = folder / shard["file"]
     table = pq.read_table(path)
     meta = pq.read_schema(path).metadata
-    return decode_table(table, meta, ident["top_k"], ident["id_encoding"], ident["value_encoding"])
+    return decode_flat(table, meta, ident["top_k"], ident["id_encoding"], ident["value_encoding"])
 
 
 def verify_cache(folder: Path) -> list[str]:
@@ -131,9 +131,10 @@ class SparseTargets:
 
 
 class TeacherCache:
-    """A verified cache, decoded into memory, indexed by utterance id."""
+    """A verified cache, decoded into memory without padding (:class:`FlatShard`: about 6 bytes a kept entry and
+    10 a label position), indexed by utterance id; :meth:`targets` pads one utterance's entries to ``top_k``."""
 
-    def __init__(self, folder: Path, content: dict, shards: list[ShardArrays]) -> None:
+    def __init__(self, folder: Path, content: dict, shards: list[FlatShard]) -> None:
         self.folder = folder
         self.content = content
         self.shards = shards
@@ -159,16 +160,9 @@ class TeacherCache:
         if uid not in self.index:
             raise CacheError(f"utterance {uid} is not in the teacher cache {self.folder}")
         s, r = self.index[uid]
-        a = self.shards[s]
-        lo, hi = a.offsets[r], a.offsets[r + 1]
-        return SparseTargets(
-            a.prompts[r],
-            a.labels[lo:hi],
-            a.topk_ids[lo:hi],
-            a.topk_logprobs[lo:hi],
-            a.tail_logprob[lo:hi],
-            float(self.content["identity"]["temperature"]),
-        )
+        labels, topk_ids, topk_logprobs, tail = self.shards[s].row(r)
+        temperature = float(self.content["identity"]["temperature"])
+        return SparseTargets(self.shards[s].prompts[r], labels, topk_ids, topk_logprobs, tail, temperature)
 
 
 def open_cache(
@@ -229,8 +223,7 @@ def decoded_table(folder: Path, *, verify: bool = True):
     for shard in content["shards"]:
         a = _decode_shard(folder, shard, content["identity"])
         offsets = pa.array(a.offsets.astype(np.int32))
-        mask = a.mask()
-        per_position = pa.array(np.concatenate([[0], np.cumsum(a.kept())]).astype(np.int32))
+        per_position = pa.array(np.concatenate([[0], np.cumsum(a.counts, dtype=np.int64)]).astype(np.int32))
 
         def nested(values: np.ndarray, typ, per_position=per_position, offsets=offsets) -> pa.Array:
             positions = pa.ListArray.from_arrays(per_position, pa.array(values, type=typ))
@@ -246,8 +239,8 @@ def decoded_table(folder: Path, *, verify: bool = True):
                         pa.array(prompt_lens), pa.array([t for p in a.prompts for t in p], type=pa.int32())
                     ),
                     "label_ids": pa.ListArray.from_arrays(offsets, pa.array(a.labels, type=pa.int32())),
-                    "topk_ids": nested(a.topk_ids[mask], pa.int32()),
-                    "topk_logprobs": nested(a.topk_logprobs[mask], pa.float32()),
+                    "topk_ids": nested(a.entry_ids.astype(np.int32), pa.int32()),
+                    "topk_logprobs": nested(a.entry_logprobs, pa.float32()),
                     "tail_logprob": pa.ListArray.from_arrays(offsets, pa.array(a.tail_logprob, type=pa.float32())),
                 }
                 | {c: pa.array(a.rows[c], type=typ) for c, typ in ROW_COLUMNS.items() if a.rows is not None}

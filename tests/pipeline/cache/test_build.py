@@ -382,7 +382,7 @@ def test_decoded_columns_are_the_token_ids_and_log_probs_training_reads(
     cfg = _config(tiny_hf_dir, tiny_manifest, tmp_path / "cache", id_encoding=ids, value_encoding=values)
     if sparse:  # a threshold that cuts positions at different places
         build_cache(replace(cfg, out_dir=tmp_path / "full", id_encoding="rank", value_encoding="float16"))
-        fourth = np.concatenate([s.topk_logprobs[:, 3] for s in open_cache(tmp_path / "full").shards])
+        fourth = np.concatenate([s.padded().topk_logprobs[:, 3] for s in open_cache(tmp_path / "full").shards])
         cfg = replace(cfg, min_prob=float(np.exp(np.median(fourth))))
     build_cache(cfg)
     cache = open_cache(cfg.out_dir)

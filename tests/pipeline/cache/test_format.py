@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,6 +18,7 @@ from pipeline.cache.format import (
     VALUE_ENCODINGS,
     ShardArrays,
     code_values,
+    decode_flat,
     decode_table,
     segment_cumsum,
     segment_deltas,
@@ -126,3 +128,43 @@ def test_wrong_counts_are_detected():
     data = to_bytes(arrays, "raw", "float16")
     with pytest.raises(ValueError, match=r"outside 1\.\.4"):
         decode_table(pq.read_table(io.BytesIO(data)), None, 4, "raw", "float16")
+
+
+@pytest.mark.parametrize("id_encoding", ID_ENCODINGS)
+def test_flat_rows_are_the_padded_rows_in_fewer_bytes(id_encoding):
+    """Training holds shards unpadded (FlatShard) and pads one utterance at a time: each row must be the padded
+    decode's row, dtypes included, whatever the id order on disk; the unpadded arrays must be smaller."""
+    arrays = _arrays(np.random.default_rng(1), variable=True)
+    data = to_bytes(arrays, id_encoding, "float16")
+    table, meta = pq.read_table(io.BytesIO(data)), pq.read_metadata(io.BytesIO(data)).metadata
+    flat, padded = (
+        decode_flat(table, meta, 8, id_encoding, "float16"),
+        decode_table(table, meta, 8, id_encoding, "float16"),
+    )
+    for r in range(len(padded.ids)):
+        lo, hi = padded.offsets[r], padded.offsets[r + 1]
+        labels, ids, logprobs, tail = flat.row(r)
+        assert labels.dtype == ids.dtype == np.int64 and logprobs.dtype == tail.dtype == np.float32
+        assert np.array_equal(labels, padded.labels[lo:hi]) and np.array_equal(ids, padded.topk_ids[lo:hi])
+        assert np.array_equal(logprobs, padded.topk_logprobs[lo:hi]) and np.array_equal(
+            tail, padded.tail_logprob[lo:hi]
+        )
+    held = sum(a.nbytes for a in (padded.labels, padded.offsets, padded.topk_ids, padded.topk_logprobs))
+    assert flat.nbytes < held + padded.tail_logprob.nbytes + padded.counts.nbytes
+    assert flat.entry_ids.dtype == np.uint16 and flat.entry_ids.size == int(arrays.kept().sum())
+
+
+def test_an_id_past_16_bits_is_refused():
+    arrays = _arrays(np.random.default_rng(2))
+    data = to_bytes(arrays, "delta", "float16")  # delta sums can leave 16 bits when a shard is corrupt
+    table = pq.read_table(io.BytesIO(data))
+    ids = table.column("topk_ids").combine_chunks()
+    values = ids.flatten().to_numpy().copy()
+    values[1] = 0xFFFF  # the second entry of the first position: its sum passes 65535
+    bad = table.set_column(
+        table.column_names.index("topk_ids"),
+        "topk_ids",
+        pa.ListArray.from_arrays(ids.offsets, pa.array(values, pa.uint16())),
+    )
+    with pytest.raises(ValueError, match="outside the format's 16 bits"):
+        decode_flat(bad, None, 8, "delta", "float16")
