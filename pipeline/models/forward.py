@@ -21,6 +21,7 @@ import torch
 
 from pipeline.data.audio import read_wav
 from pipeline.data.manifest import Utterance
+from pipeline.models.features import log_mel
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +121,9 @@ def local_cuda() -> str:
 
 
 def features_for(extractor, utts: list[Utterance], root: Path) -> torch.Tensor:
-    """Log-mel features with transformers' extractor (pads audio to 30 s, as OpenAI does)."""
-    audio = [read_wav(root / u.audio) for u in utts]
-    return extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+    """Log-mel features of audio padded to 30 s, as OpenAI and transformers' extractor make them, without the
+    transform of the padding (:func:`pipeline.models.features.log_mel`)."""
+    return log_mel(extractor, [read_wav(root / u.audio) for u in utts])
 
 
 def decoder_inputs(batch: list[Encoded], pad_id: int) -> tuple[torch.Tensor, list[int]]:
