@@ -338,7 +338,8 @@ def scale(result: dict) -> list[str]:
         )
     decoded = [r for r in result["rows"] if r.get("decoded_cache_bytes")]
     if decoded:
-        big = max(decoded, key=lambda r: r["tokens"])
+        # the most tokens; of equal ones, the run that held no features (it measures the cache alone)
+        big = max(decoded, key=lambda r: (r["tokens"], r.get("features") == "none"))
         lines += [
             "",
             f"Training's decoded cache: {big['decoded_cache_bytes'] / big['tokens']:.0f} bytes a label token "
