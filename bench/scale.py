@@ -235,8 +235,9 @@ def setup_train_load(p: dict[str, Path], features: str):
             if store is not None:
                 store.kwargs([e.utt for e in batch])
             _, _, labels = _batch_tensors(batch, pad, cpu)
-            for name in ("topk_ids", "topk_logprobs", "tail_logprob"):  # as the KD loss stacks them
-                torch.from_numpy(np.concatenate([getattr(e.targets, name) for e in batch]))
+            targets = [e.teacher() for e in batch]  # as the KD loss reads and stacks them
+            for name in ("topk_ids", "topk_logprobs", "tail_logprob"):
+                torch.from_numpy(np.concatenate([getattr(t, name) for t in targets]))
             utts, tokens = utts + len(batch), tokens + len(labels)
         parts["epoch_s"] = time.perf_counter() - start - parts["open_s"] - parts["features_s"]
         cache_arrays = sum(s.nbytes for s in data.cache.shards)

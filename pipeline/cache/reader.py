@@ -120,7 +120,7 @@ def cache_info(folder: Path) -> dict:
 
 @dataclass(frozen=True)
 class SparseTargets:
-    """One utterance's teacher distribution at each label position (views into the cache)."""
+    """One utterance's teacher distribution at each label position, padded to ``top_k`` (made when asked)."""
 
     prompt: list[int]
     labels: np.ndarray  # [n]

@@ -28,8 +28,14 @@ class Example:
     utt: Utterance
     prompt: list[int]
     labels: list[int]
-    targets: object | None = None  # SparseTargets from the cache
+    targets: object | None = None  # SparseTargets given as they are (bench/train_step.py's online teacher)
     by_teacher: bool = False  # its labels are the teacher's transcript (train_student.teacher_labels)
+    cache: object | None = None  # the TeacherCache that holds its targets, unpadded
+
+    def teacher(self):
+        """The teacher's targets, padded to top_k: read from the cache when asked, so that a run holds the cache's
+        compact arrays and one batch's padded copies, not a padded copy of every utterance."""
+        return self.targets if self.targets is not None else self.cache.targets(self.utt.id)
 
 
 @dataclass
@@ -80,7 +86,7 @@ def examples_of(utts: list[Utterance], tokenizer, cache, by_teacher: bool = Fals
     for u in utts:
         if cache is not None:
             t = cache.targets(u.id)
-            out.append(Example(u, list(t.prompt), t.labels.tolist(), t, by_teacher))
+            out.append(Example(u, list(t.prompt), t.labels.tolist(), by_teacher=by_teacher, cache=cache))
         else:
             out.append(Example(u, *targets_of(u, tokenizer)))
     return out

@@ -201,7 +201,7 @@ def step_loss(
 
 def _kd_loss(logits: torch.Tensor, batch: list[Example], cfg: TrainConfig, device) -> torch.Tensor:
     """The divergence between the student's label-position ``logits`` and the teacher's cached top-k."""
-    t = [e.targets for e in batch]
+    t = [e.teacher() for e in batch]
     topk_ids = torch.from_numpy(np.concatenate([x.topk_ids for x in t])).to(device)
     topk_lp = torch.from_numpy(np.concatenate([x.topk_logprobs for x in t])).to(device)
     tail = torch.from_numpy(np.concatenate([x.tail_logprob for x in t])).to(device)

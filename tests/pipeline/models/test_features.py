@@ -28,20 +28,23 @@ def test_each_clip_alone_and_a_batch_match_the_extractor(mels):
     for clip in audio:
         got, want = log_mel(extractor, [clip]), _reference(extractor, [clip])
         assert got.shape == want.shape == (1, mels, 3000) and got.dtype == torch.float32
-        if len(clip) >= 8_000:  # a real clip: the same floats
-            assert torch.equal(got, want), len(clip)
-        assert float((got - want).abs().max()) <= 2e-7, len(clip)
+        # the same floats to rounding (to the bit here for clips of 8,000 samples and more; a BLAS or FFT build
+        # that blocks frames otherwise may differ in the last place)
+        assert float((got - want).abs().max()) <= 1e-6, len(clip)
     # one batch: each clip's own peak, its own floor, whatever the longest clip in it
     assert float((log_mel(extractor, audio) - _reference(extractor, audio)).abs().max()) <= 2e-7
 
 
-def test_clips_past_30_s_and_other_settings_go_through_the_extractor(monkeypatch):
+def test_clips_past_30_s_and_other_settings_go_through_the_extractor():
     extractor = WhisperFeatureExtractor()
     long = _clips([500_000])
     assert torch.equal(log_mel(extractor, long), _reference(extractor, long))  # truncated as transformers does
-    dithered = WhisperFeatureExtractor(dither=0.5)
-    calls = []
-    monkeypatch.setattr(torch, "stft", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError))
-    with pytest.raises(AssertionError):  # the extractor's own torch path runs torch.stft, ours never gets there
-        log_mel(dithered, _clips([16_000]))
-    assert calls
+    dithered, clip = WhisperFeatureExtractor(dither=1.0), _clips([16_000])
+    torch.manual_seed(0)
+    want = _reference(dithered, clip)
+    torch.manual_seed(0)
+    got = log_mel(dithered, clip)  # the extractor's own dithering, from the same seed; undithered would differ
+    assert torch.equal(got, want) and not torch.equal(got, log_mel(WhisperFeatureExtractor(), clip))
+    slow = WhisperFeatureExtractor(sampling_rate=8_000)  # not Whisper's rate: the extractor's own answer
+    assert torch.equal(log_mel(slow, clip), slow(clip, sampling_rate=8_000, return_tensors="pt").input_features)
+    assert torch.equal(log_mel(extractor, clip[0]), log_mel(extractor, clip))  # one bare clip is a batch of one
