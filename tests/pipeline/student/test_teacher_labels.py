@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,6 +89,10 @@ def test_the_filters_keep_what_passes_and_record_every_other_row_with_its_reason
     assert [e.utt.id for e in teacher] == ["pool-2"] and len(teacher[0].labels) == 2  # one token, end-of-text
     assert teacher[0].utt.audio == "pool/audio/u2.wav"  # relative to the train manifest's folder
     assert sum(not e.by_teacher for e in data.examples) == 5  # the reference rows in pl and cs
+    # an example keeps the cache, not a padded copy of its targets; it reads them when the loss asks
+    assert all(e.targets is None and e.cache is data.cache for e in data.examples)
+    got, want = data.examples[0].teacher(), data.cache.targets(data.examples[0].utt.id)
+    assert np.array_equal(got.topk_ids, want.topk_ids) and np.array_equal(got.topk_logprobs, want.topk_logprobs)
 
     strict = load_training_data(_config(tiny_hf_dir, labelled, tmp_path)).teacher_rows  # Whisper's thresholds
     assert strict["kept"] == 0 and strict["by_reason"]["average log-probability"] == 2  # pool-2, pool-5
