@@ -156,6 +156,14 @@ class TeacherCache:
         rows = self.shards[s].rows
         return None if rows is None else {c: rows[c][r] for c in ROW_COLUMNS}
 
+    def labels_of(self, uid: str) -> tuple[list[int], list[int]]:
+        """An utterance's prompt and label ids, without padding its teacher entries."""
+        if uid not in self.index:
+            raise CacheError(f"utterance {uid} is not in the teacher cache {self.folder}")
+        s, r = self.index[uid]
+        shard = self.shards[s]
+        return list(shard.prompts[r]), shard.labels[shard.offsets[r] : shard.offsets[r + 1]].tolist()
+
     def targets(self, uid: str) -> SparseTargets:
         if uid not in self.index:
             raise CacheError(f"utterance {uid} is not in the teacher cache {self.folder}")

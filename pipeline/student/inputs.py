@@ -85,8 +85,7 @@ def examples_of(utts: list[Utterance], tokenizer, cache, by_teacher: bool = Fals
     out = []
     for u in utts:
         if cache is not None:
-            t = cache.targets(u.id)
-            out.append(Example(u, list(t.prompt), t.labels.tolist(), by_teacher=by_teacher, cache=cache))
+            out.append(Example(u, *cache.labels_of(u.id), by_teacher=by_teacher, cache=cache))
         else:
             out.append(Example(u, *targets_of(u, tokenizer)))
     return out

@@ -63,7 +63,7 @@ def _judged(cfg: TrainConfig, cache, tokenizer) -> Iterator[tuple[Utterance, str
     _checked(cfg, cache)
     for u in load_manifest(cfg.unlabelled):
         if u.language in cfg.languages:
-            text = tokenizer.decode(cache.targets(u.id).labels.tolist(), skip_special_tokens=True)
+            text = tokenizer.decode(cache.labels_of(u.id)[1], skip_special_tokens=True)
             yield u, text, filter_reason(cache.row_info(u.id), text, u.text, u.language, cfg)
 
 
