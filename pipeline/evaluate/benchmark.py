@@ -28,6 +28,7 @@ for itself what it would have shared is charged its own encoder time.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.fsutil import project_path
@@ -122,18 +123,34 @@ def _versus(cfg: BenchmarkConfig, runs: dict[Key, dict[str, Run]], run: Run, dat
     """The runs ``run`` is compared with beside its reference (the paper's comparison): the main student and the
     teacher at its compute type. A PyTorch student (float32) meets ``student-<compare_student>`` and the teacher's
     float32 run; a CTranslate2 export of one language meets the main student's export of that language and the
-    CTranslate2 teacher, each at the run's compute type."""
+    CTranslate2 teacher, each at the run's compute type. An export that serves every language (a student without
+    experts: finetune, lora, kd) meets, on each language, the main student's export of that language."""
     teacher = ("teacher", "float32") if cfg.hf_teacher else ("ct2:teacher", "float32")
+    found = {}
     if run.model.startswith("ct2:"):
         teacher = ("ct2:teacher", run.compute_type)
-        language = {u.language for u in run.utts}
-        main = (f"ct2:{cfg.compare_student}-{next(iter(language))}", run.compute_type) if len(language) == 1 else None
+        languages = sorted({u.language for u in run.utts})
+        mains = [
+            runs.get((f"ct2:{cfg.compare_student}-{lang}", run.compute_type), {}).get(dataset) for lang in languages
+        ]
+        if mains and all(m is not None for m in mains):
+            found[cfg.compare_student] = _joined(mains)
     else:
-        main = (f"student-{cfg.compare_student}", "float32")
-    found = {"teacher": runs.get(teacher, {}).get(dataset)}
-    if main is not None:
-        found[cfg.compare_student] = runs.get(main, {}).get(dataset)
+        found[cfg.compare_student] = runs.get((f"student-{cfg.compare_student}", "float32"), {}).get(dataset)
+    found["teacher"] = runs.get(teacher, {}).get(dataset)
     return {name: other for name, other in found.items() if other is not None}
+
+
+def _joined(parts: list[Run]) -> Run:
+    """One run made of several runs' utterances and hypotheses (the main student's exports, one per language)."""
+    if len(parts) == 1:
+        return parts[0]
+    return replace(
+        parts[0],
+        model="+".join(p.model for p in parts),
+        utts=[u for p in parts for u in p.utts],
+        hyps=[h for p in parts for h in p.hyps],
+    )
 
 
 def _reference(runs: dict[Key, dict[str, Run]], run: Run, dataset: str) -> Run | None:

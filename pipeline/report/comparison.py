@@ -31,8 +31,8 @@ def label(model: str, language: str) -> str:
 
 def _entries(rows: list[dict], targets: list[str], teacher: str) -> list[dict]:
     """The rows of the comparison: group ``all`` on target languages; float32: PyTorch students, the untrained
-    student and ``teacher``; other types: CTranslate2 exports of the row's own language and the CTranslate2
-    teacher."""
+    student and ``teacher``; other types: CTranslate2 exports of the row's own language, exports that serve every
+    language (no target language in the name: a student without experts, and the CTranslate2 teacher)."""
     out = []
     for r in rows:
         if r["group"] != "all" or r["language"] not in targets or "error_rate" not in r:
@@ -41,7 +41,8 @@ def _entries(rows: list[dict], targets: list[str], teacher: str) -> list[dict]:
         if r["compute_type"] == "float32":
             keep = model == teacher or model.startswith("student-")
         else:
-            keep = model == "ct2:teacher" or (model.startswith("ct2:") and model.endswith(f"-{lang}"))
+            own = model.endswith(f"-{lang}") or not set(model.split("-")[1:]) & set(targets)
+            keep = model.startswith("ct2:") and own
         if keep:
             out.append(r)
     return out
