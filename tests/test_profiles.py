@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.cache.build import CacheTeacherConfig
 from pipeline.core.config import load_section
@@ -18,6 +19,7 @@ from pipeline.evaluate.longform import LongformConfig
 from pipeline.evaluate.quantize import QuantizeConfig
 from pipeline.models.specs import ImportModelsConfig, parse_model_spec
 from pipeline.report.build import ReportConfig
+from pipeline.report.docs import overridden_params
 from pipeline.student.export import ExportConfig
 from pipeline.student.train import TrainStageConfig
 
@@ -40,10 +42,17 @@ OFFICIAL_LISTS = {  # naver/multilingual-distilwhisper 6faf22a, data/generated_i
 }
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "profiles/tiny.yaml", "profiles/paper.yaml"])
-def test_profile_sections_are_valid(profile):
+EXPERIMENTS = sorted(p.name for p in (ROOT / "profiles").glob("*.overrides"))
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/tiny.yaml", "profiles/paper.yaml", *EXPERIMENTS])
+def test_profile_sections_are_valid(profile, tmp_path):
+    path = ROOT / profile
+    if profile.endswith(".overrides"):  # a documented experiment: params.yaml with its changes (run_experiment.sh)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(overridden_params(ROOT / "params.yaml", ROOT / "profiles" / profile)))
     for section, cls in SECTIONS.items():
-        config = load_section(cls, section, ROOT / profile)
+        config = load_section(cls, section, path)
         if section == "train_student":
             assert config.configs()  # every mode's TrainConfig validates too
             for c in config.configs():

@@ -249,10 +249,14 @@ def record_run_cmd(
     logs: Annotated[Path | None, typer.Option(help="Its logs folder (default: beside DATA).")] = None,
     params: Annotated[Path | None, typer.Option(help="Its params.yaml (default: beside DATA).")] = None,
     note: Annotated[str, typer.Option(help="The run's conditions, shown with its time (e.g. other load).")] = "",
+    overrides: Annotated[
+        Path | None,
+        typer.Option(help="The run is this documented experiment (scripts/run_experiment.sh FILE): checked."),
+    ] = None,
 ) -> None:
     """Record a finished run for the docs: headline numbers, stage times, data identity."""
     from pipeline.report.record_run import record_run
 
     run = data.resolve().parent
-    record = record_run(data, logs or run / "logs", params or run / "params.yaml", out, note)
+    record = record_run(data, logs or run / "logs", params or run / "params.yaml", out, note, overrides)
     typer.echo(f"wrote {out} ({len(record['rows'])} rows, {record['times']['total_seconds']:.0f} s of stages)")

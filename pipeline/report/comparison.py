@@ -11,10 +11,18 @@ utterances a 1/sqrt(n) projection says it would take.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
+from pipeline.core.languages import whisper_training_hours
+
 TARGET_HALF_WIDTH = 0.05  # issue 28: a 95 % interval of about +-5 points on a difference between two students
+
+
+@functools.cache
+def _whisper_languages() -> frozenset[str]:
+    return frozenset(whisper_training_hours())
 
 
 def label(model: str, language: str) -> str:
@@ -32,7 +40,7 @@ def label(model: str, language: str) -> str:
 def _entries(rows: list[dict], targets: list[str], teacher: str) -> list[dict]:
     """The rows of the comparison: group ``all`` on target languages; float32: PyTorch students, the untrained
     student and ``teacher``; other types: CTranslate2 exports of the row's own language, exports that serve every
-    language (no target language in the name: a student without experts, and the CTranslate2 teacher)."""
+    language (no language code in the name: a student without experts, and the CTranslate2 teacher)."""
     out = []
     for r in rows:
         if r["group"] != "all" or r["language"] not in targets or "error_rate" not in r:
@@ -41,7 +49,7 @@ def _entries(rows: list[dict], targets: list[str], teacher: str) -> list[dict]:
         if r["compute_type"] == "float32":
             keep = model == teacher or model.startswith("student-")
         else:
-            own = model.endswith(f"-{lang}") or not set(model.split("-")[1:]) & set(targets)
+            own = model.endswith(f"-{lang}") or not set(model.split("-")[1:]) & (set(targets) | _whisper_languages())
             keep = model.startswith("ct2:") and own
         if keep:
             out.append(r)
@@ -110,11 +118,11 @@ def comparison_section(
                     other = vs.get(main)
                     if other and label(r["model"], lang) not in ("teacher", "untrained"):
                         widths.setdefault(lang, []).append((other["delta_ci95"][1] - other["delta_ci95"][0]) / 2)
-        lines += [""] + _power_lines(dataset, widths, entries) + [""]
+        lines += [""] + power_lines(dataset, widths, entries) + [""]
     return lines, summary
 
 
-def _power_lines(dataset: str, widths: dict[str, list[float]], entries: list[dict]) -> list[str]:
+def power_lines(dataset: str, widths: dict[str, list[float]], entries: list[dict]) -> list[str]:
     """Per language: the median half-width of the intervals on a student's difference from the main student."""
     if not widths:
         return [f"No second student on {dataset}: no interval on a difference between two students."]

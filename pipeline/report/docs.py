@@ -51,7 +51,8 @@ class DocsError(DwPipeError):
 class DocTable:
     result: str  # result file, relative to the repository root
     render: Callable[[dict], list[str]]  # the table's lines from the result file's JSON
-    claims: Mapping[str, object] = field(default_factory=dict)  # provenance.data entries it stands for
+    # provenance.data entries it stands for: a value, CURRENT, or a function of the repository root
+    claims: Mapping[str, object] = field(default_factory=dict)
 
 
 def corpus_id(prepare_data: Mapping) -> str:
@@ -90,6 +91,43 @@ def current_identity(root: Path) -> dict[str, object]:
         "params": params_id(params),
         "outputs": locked_outputs(root / "dvc.lock"),
     }
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The Hydra overrides an experiment's file lists (``dvc exp run -S``, one a line; ``#`` lines are comments)."""
+    if not path.is_file():
+        raise DocsError(f"overrides file {path} is missing")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def overridden_params(params_path: Path, overrides_path: Path) -> dict:
+    """``params_path`` with the overrides file's changes, as ``dvc exp run -S`` applies them (DVC's own function,
+    on a copy)."""
+    import shutil
+    import tempfile
+
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copyfile(params_path, copy)
+        try:
+            apply_overrides(copy, read_overrides(overrides_path))
+        except Exception as exc:  # noqa: BLE001 - DVC's InvalidArgumentError and Hydra's own, one line either way
+            raise DocsError(f"{overrides_path} does not apply to {params_path}: {exc}") from None
+        return read_params(copy)
+
+
+def experiment_params(overrides: str) -> Callable[[Path], str]:
+    """A claim (:class:`DocTable`): the whole of today's params.yaml with the changes ``overrides`` (a file, relative
+    to the repository root) lists, the settings of a documented experiment (``scripts/run_experiment.sh``). A
+    changed params.yaml or overrides file makes its tables stale."""
+
+    def resolve(root: Path) -> str:
+        return params_id(overridden_params(root / "params.yaml", root / overrides))
+
+    return resolve
 
 
 def code_revision(root: Path) -> str:
@@ -139,7 +177,7 @@ def load_result(root: Path, name: str, table: DocTable, current: Mapping[str, ob
     if not isinstance(made, dict) or not made.get("command") or not isinstance(made.get("data"), dict):
         raise DocsError(f"table {name}: {table.result} has no provenance (command, code, data); remeasure it")
     for key, claimed in table.claims.items():
-        want = current.get(key) if claimed == CURRENT else claimed
+        want = current.get(key) if claimed == CURRENT else claimed(root) if callable(claimed) else claimed
         if made["data"].get(key) != want:
             raise DocsError(
                 f"table {name}: {table.result} was made from {key} {made['data'].get(key)!r}, the table claims "

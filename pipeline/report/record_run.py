@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.core.config import read_params
 from pipeline.core.fsutil import atomic_write_text
 from pipeline.core.machine import machine
-from pipeline.report.docs import DocsError, code_revision, corpus_id, locked_outputs, params_id
+from pipeline.report.docs import DocsError, code_revision, corpus_id, locked_outputs, overridden_params, params_id
 
 ROW_KEYS = ("n_utterances", "ref_units", "metric", "error_rate", "insertions", "max_new_tokens", "capped", "ci95")
 DELTA_KEYS = ("reference", "reference_error_rate", "delta", "delta_ci95", "copied_from_untrained", "vs")
@@ -142,11 +142,23 @@ def run_revision(root: Path) -> str:
     return revision
 
 
-def run_record(data: Path, logs: Path, params_path: Path, note: str = "") -> dict:
-    """The compact record of the finished run whose outputs are under ``data`` (see the module docstring)."""
+def run_record(data: Path, logs: Path, params_path: Path, note: str = "", overrides: Path | None = None) -> dict:
+    """The compact record of the finished run whose outputs are under ``data`` (see the module docstring).
+
+    ``overrides``: the run is a documented experiment, params.yaml (this folder's) with that file's changes
+    (``scripts/run_experiment.sh``); a run made with other settings is refused."""
     if not params_path.is_file():
         raise DocsError(f"{params_path} is missing; record the run from the folder dvc repro ran in (--params)")
     params = read_params(params_path)
+    command = "make repro"
+    if overrides is not None:
+        wanted = params_id(overridden_params(Path("params.yaml"), overrides))
+        if params_id(params) != wanted:
+            raise DocsError(
+                f"{params_path} ({params_id(params)}) is not params.yaml with the changes of {overrides} ({wanted}); "
+                f"run scripts/run_experiment.sh {overrides} from this checkout"
+            )
+        command = f"scripts/run_experiment.sh {overrides.as_posix()}"
     metrics = _read_json(data / "bench" / "metrics.json", "the benchmark stage")
     longform = _read_json(data / "longform" / "metrics.json", "the longform stage") if "longform" in params else None
     prepared = _read_json(data / "prepared" / "summary.json", "the prepare_data stage")
@@ -158,7 +170,7 @@ def run_record(data: Path, logs: Path, params_path: Path, note: str = "") -> dic
     report = params.get("report", {})
     return {
         "provenance": {
-            "command": "make repro",
+            "command": command,
             "code": run_revision(params_path.parent),
             "date": times["finished"],
             "data": {
@@ -188,9 +200,9 @@ def run_record(data: Path, logs: Path, params_path: Path, note: str = "") -> dic
     }
 
 
-def record_run(data: Path, logs: Path, params: Path, out: Path, note: str = "") -> dict:
+def record_run(data: Path, logs: Path, params: Path, out: Path, note: str = "", overrides: Path | None = None) -> dict:
     """Write :func:`run_record` to ``out`` (a temporary name, then renamed into place); returns the record."""
-    record = run_record(data, logs, params, note)
+    record = run_record(data, logs, params, note, overrides)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record

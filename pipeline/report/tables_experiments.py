@@ -8,13 +8,17 @@ data or settings, or on a cache of another format, is an error until it is run a
 from __future__ import annotations
 
 from pipeline.cache.format import LABELLED_FORMAT_VERSION
-from pipeline.report.docs import CURRENT, DocTable, markdown_table
+from pipeline.report.comparison import compared_rows, power_lines
+from pipeline.report.docs import CURRENT, DocTable, experiment_params, markdown_table
 from pipeline.report.pool_labels import LABEL_HEAD, label_rows
 from pipeline.report.tables_results import interval, pct, with_source
 
 RESULTS = "bench/results"
 # the pool experiment: today's corpus and settings, on a cache with teacher-labelled rows
 POOL_CLAIMS = {"corpus": CURRENT, "params": CURRENT, "cache_format": LABELLED_FORMAT_VERSION}
+# the paper's comparison: a run of today's params.yaml with the changes its overrides file lists (scripts/run_experiment.sh)
+COMPARISON = "docs/results/paper-comparison.json"
+COMPARISON_CLAIMS = {"params": experiment_params("profiles/paper-comparison.overrides"), "cache_format": CURRENT}
 
 
 def pool_labels(result: dict) -> list[str]:
@@ -72,6 +76,53 @@ def pool_differences(result: dict) -> list[str]:
         "Points of error rate, this student minus that one over the same utterances, with the 95 % paired bootstrap "
         "interval; **bold**: the interval leaves out 0.",
     ]
+
+
+def comparison(dataset: str):
+    """The paper's comparison on one test set: each method's error rate per target language at float32 (PyTorch,
+    exact routing) and int8 (the CTranslate2 exports), each with its paired difference from the main student and
+    from the teacher; below it, whether the test set can tell two students apart."""
+
+    def render(result: dict) -> list[str]:
+        main = result["roles"]["distilwhisper"].removeprefix("student-")
+        targets = result["targets"]
+        rows = compared_rows([r | {"group": "all"} for r in result["rows"]], targets, result["roles"]["teacher"])
+        mine = [r for r in rows if r["dataset"] == dataset]
+        by = {(r["language"], r["model"], r["compute_type"]): r for r in mine}
+        types = ("float32", "int8")
+        methods = sorted({r["model"] for r in mine}, key=lambda m: ({"teacher": 0, "untrained": 1}.get(m, 2), m))
+        table = []
+        for lang in targets:
+            for method in methods:
+                cells = [lang, method, str(max(r["n_utterances"] for r in mine if r["language"] == lang))]
+                for ctype in types:
+                    r = by.get((lang, method, ctype))
+                    vs = (r or {}).get("vs", {})
+                    cells += (
+                        ["-"] * 3 if r is None else [pct(r["error_rate"]), _vs(vs.get(main)), _vs(vs.get("teacher"))]
+                    )
+                table.append(cells)
+        head = ["language", "method", "utts"] + [f"{t} {c}" for t in types for c in ("%", f"vs {main}", "vs teacher")]
+        widths = {}
+        for r in mine:
+            other = r.get("vs", {}).get(main)
+            if other and r["model"] not in ("teacher", "untrained", main):
+                widths.setdefault(r["language"], []).append((other["delta_ci95"][1] - other["delta_ci95"][0]) / 2)
+        return markdown_table(head, table) + [
+            "",
+            "Error rate in %; beside it, in points, this row minus the main student and minus the teacher over the "
+            "same utterances, with the 95 % paired bootstrap interval (**bold**: it leaves out 0). float32: the "
+            "PyTorch students (exact routing) and the CTranslate2 teacher; int8: the CTranslate2 exports, one per "
+            "language for a student with experts, one for every language otherwise.",
+            "",
+            *power_lines(dataset, widths, mine),
+        ]
+
+    return render
+
+
+def _vs(other: dict | None) -> str:
+    return "-" if not other else _delta({"delta": other["delta"], "ci95": other["delta_ci95"]})
 
 
 def _ci(ci: list[float]) -> str:

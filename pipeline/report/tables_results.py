@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from pipeline.core.languages import by_resource_level
 from pipeline.report.docs import CURRENT, DocTable, markdown_table
@@ -308,13 +309,14 @@ def _span(run: dict) -> str:
     )
 
 
-def time_line(run: dict) -> list[str]:
-    """README: the main job's measured time, one line."""
+def time_line(run: dict, stages_at: str = "docs/performance.md") -> list[str]:
+    """README: a recorded run's measured time, one line (``stages_at``: where its stage table is)."""
     times, m = run["times"], run["machine"]
     return [
-        f"Measured: the stages of `make repro` took **{times['total_seconds'] / 60:.0f} min** in all "
-        f"({times['total_seconds']:.0f} s, the sum of the stage times) on {m.get('cores', '?')} cores of an {m.get('cpu', '?')}, {run['provenance']['date']} "
-        "(stages: [performance.md](docs/performance.md))." + (f" {run['note']}" if run.get("note") else "")
+        f"Measured: the stages of `{run['provenance']['command']}` took **{times['total_seconds'] / 60:.0f} min** in "
+        f"all ({times['total_seconds']:.0f} s, the sum of the stage times) on {m.get('cores', '?')} cores of an "
+        f"{m.get('cpu', '?')}, {run['provenance']['date']} (stages: [{Path(stages_at.split('#')[0]).name}]"
+        f"({stages_at}))." + (f" {run['note']}" if run.get("note") else "")
     ]
 
 

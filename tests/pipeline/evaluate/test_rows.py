@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.data.manifest import Utterance
 from pipeline.evaluate.rows import score_rows
 from pipeline.evaluate.runs import Run
@@ -35,3 +37,35 @@ def test_a_run_that_did_not_decode_every_utterance_is_not_compared():
     partial = _run("teacher", list(TEXTS[:3]), _utts()[:3])
     rows, _ = score_rows(_run("student-kd", list(TEXTS)), "test", None, 50, 0, versus={"teacher": partial})
     assert next(r for r in rows if r["group"] == "all")["vs"] == {}
+
+
+def test_an_export_for_every_language_meets_the_main_student_s_export_of_each_language():
+    """finetune / lora / kd have one export for every language; the main student has one per language: the
+    benchmark pairs the first, language by language, with the second (its rows' vs.distilwhisper)."""
+    from types import SimpleNamespace
+
+    from pipeline.evaluate.benchmark import _versus
+
+    utts = [replace(u, language=lang) for u, lang in zip(_utts(), ["pl", "pl", "cs", "cs"])]
+    by_lang = {lang: [u for u in utts if u.language == lang] for lang in ("pl", "cs")}
+    runs = {
+        ("ct2:distilwhisper-pl", "int8"): {"test": _ct2("ct2:distilwhisper-pl", ["x", "x"], by_lang["pl"])},
+        ("ct2:distilwhisper-cs", "int8"): {"test": _ct2("ct2:distilwhisper-cs", list(TEXTS[2:]), by_lang["cs"])},
+        ("ct2:teacher", "int8"): {"test": _ct2("ct2:teacher", list(TEXTS), utts)},
+    }
+    kd = _ct2("ct2:kd", list(TEXTS), utts)
+    versus = _versus(SimpleNamespace(hf_teacher=False, compare_student="distilwhisper"), runs, kd, "test")
+    assert set(versus) == {"distilwhisper", "teacher"}
+    rows, _ = score_rows(kd, "test", None, 100, 0, versus=versus)
+    by = {r["language"]: r["vs"] for r in rows if r["group"] == "all"}
+    assert by["pl"]["distilwhisper"]["delta"] == -1.0 and by["cs"]["distilwhisper"]["delta"] == 0.0
+    assert by["pl"]["teacher"]["delta"] == 0.0
+    # one language's export missing: no pairing with a part of the main student
+    del runs[("ct2:distilwhisper-cs", "int8")]
+    assert set(_versus(SimpleNamespace(hf_teacher=False, compare_student="distilwhisper"), runs, kd, "test")) == {
+        "teacher"
+    }
+
+
+def _ct2(model: str, hyps: list[str], utts: list[Utterance]) -> Run:
+    return Run(model, "int8", "int8", utts, hyps, 1.0, 10.0, 1.0)

@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.config import read_params
 from pipeline.report.doc_tables import all_tables
-from pipeline.report.docs import CURRENT, DocsError, DocTable, current_identity, markdown_table, render_docs
+from pipeline.report.docs import (
+    CURRENT,
+    DocsError,
+    DocTable,
+    current_identity,
+    experiment_params,
+    markdown_table,
+    overridden_params,
+    read_overrides,
+    render_docs,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -118,3 +129,52 @@ def test_broken_inputs_are_one_line_errors(repo, change, message):
     with pytest.raises(DocsError, match=message):
         render_docs(repo, TABLES)
     assert not list(repo.glob("*.tmp"))
+
+
+def _experiment(repo: Path, overrides: str) -> dict[str, DocTable]:
+    """A table of an experiment run with ``overrides`` on today's params.yaml, its result file made to match."""
+    (repo / "exp.overrides").write_text(overrides)
+    claims = {"params": experiment_params("exp.overrides"), "cache_format": CURRENT}
+    result = json.loads((repo / "results.json").read_text())
+    result["provenance"]["data"]["params"] = claims["params"](repo)
+    (repo / "results.json").write_text(json.dumps(result))
+    return {"rates": DocTable("results.json", _rates, claims)}
+
+
+def test_an_experiment_claims_today_s_params_with_its_overrides(repo):
+    tables = _experiment(repo, "# the overrides of a sweep point\ntrain_student.common.lr=0.5\n\n+benchmark.new=1\n")
+    made = json.loads((repo / "results.json").read_text())["provenance"]["data"]["params"]
+    assert made != current_identity(repo)["params"]  # not the default run's settings ...
+    render_docs(repo, tables)  # ... but today's with the overrides
+    assert render_docs(repo, tables, check=True) == []
+    # a setting the overrides leave alone changes: the experiment no longer describes today's pipeline
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("  bootstrap: ", "  bootstrap: 7 #", 1))
+    with pytest.raises(DocsError, match="table rates: results.json was made from params"):
+        render_docs(repo, tables, check=True)
+    (repo / "params.yaml").write_text(params)
+    # the overrides file changes: the same
+    (repo / "exp.overrides").write_text("train_student.common.lr=0.25\n+benchmark.new=1\n")
+    with pytest.raises(DocsError, match="was made from params"):
+        render_docs(repo, tables, check=True)
+
+
+def test_an_override_that_does_not_apply_is_one_line(repo):
+    tables = _experiment(repo, "train_student.common.lr=0.5\n")
+    (repo / "exp.overrides").write_text("train_student.common.no_such_key=1\n")
+    with pytest.raises(DocsError, match=r"exp.overrides does not apply to .*params.yaml: ") as err:
+        render_docs(repo, tables, check=True)
+    assert "\n" not in str(err.value)
+    (repo / "exp.overrides").unlink()
+    with pytest.raises(DocsError, match="overrides file .*exp.overrides is missing"):
+        render_docs(repo, tables, check=True)
+
+
+def test_every_committed_overrides_file_applies_to_today_s_params():
+    """scripts/run_experiment.sh runs these with dvc exp run -S: each applies to params.yaml as it is today (the
+    sections it makes are checked by tests/test_profiles.py)."""
+    files = sorted((ROOT / "profiles").glob("*.overrides"))
+    assert files
+    for path in files:
+        assert read_overrides(path)
+        assert overridden_params(ROOT / "params.yaml", path) != read_params(ROOT / "params.yaml")

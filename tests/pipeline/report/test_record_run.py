@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -150,3 +151,21 @@ def test_the_run_s_own_dvc_lock_does_not_make_its_code_dirty(run, tmp_path):
     assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head
     (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text() + "# edited\n")  # code changed after the commit
     assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head + "+dirty"
+
+
+def test_an_experiment_is_recorded_as_today_s_params_with_its_overrides(run, tmp_path, monkeypatch):
+    """--overrides: the run must be this checkout's params.yaml with the file's changes; the command names it."""
+    here = tmp_path / "checkout"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    (here / "params.yaml").write_text(yaml.safe_dump(PARAMS | {"benchmark": {"target_languages": ["cs"]}}))
+    (here / "exp.overrides").write_text("# targets\nbenchmark.target_languages=[ca]\n")
+    record = record_run(
+        run, run.parent / "logs", run.parent / "params.yaml", tmp_path / "x.json", "", Path("exp.overrides")
+    )
+    assert record["provenance"]["command"] == "scripts/run_experiment.sh exp.overrides"
+    assert record["provenance"]["data"]["params"] == corpus_id(PARAMS)
+    (here / "exp.overrides").write_text("benchmark.target_languages=[fi]\n")
+    with pytest.raises(DocsError, match=r"params.yaml \(params:\w+\) is not params.yaml with the changes of exp"):
+        record_run(run, run.parent / "logs", run.parent / "params.yaml", tmp_path / "y.json", "", Path("exp.overrides"))
+    assert not (tmp_path / "y.json").exists()

@@ -72,3 +72,46 @@ def test_differences_are_bold_only_where_the_interval_leaves_out_zero():
     lines = x.pool_differences(_result())
     assert lines[0] == "| test set | language | pool with KD (kd-pool - kd) | pool with CE (ce-pool - ce) |"
     assert lines[2] == "| test | ca | **-5.0 [-9.0, -1.0]** | -3.0 [-8.0, +2.0] |"
+
+
+def _cell(model: str, ctype: str, dataset: str, lang: str, rate: float, vs: dict | None = None) -> dict:
+    row = {"model": model, "compute_type": ctype, "dataset": dataset, "language": lang, "n_utterances": 120}
+    return row | {"error_rate": rate, "ci95": [rate - 0.1, rate + 0.1], "vs": vs or {}}
+
+
+def _vs(delta: float, lo: float, hi: float) -> dict:
+    return {"model": "x", "error_rate": 0.0, "delta": delta, "delta_ci95": [lo, hi]}
+
+
+def _comparison() -> dict:
+    rows = []
+    for ctype, student, teacher in (("float32", "student-{}", "ct2:teacher"), ("int8", "ct2:{}", "ct2:teacher")):
+        dw = "student-distilwhisper" if ctype == "float32" else "ct2:distilwhisper-ca"
+        rows += [
+            _cell(teacher, ctype, "test", "ca", 0.30, {"distilwhisper": _vs(-0.1, -0.15, -0.05)}),
+            _cell(dw, ctype, "test", "ca", 0.40, {"teacher": _vs(0.1, 0.05, 0.15)}),
+            # a student without experts: at int8 one export serves every language (no language in its name)
+            _cell(student.format("kd"), ctype, "test", "ca", 0.38, {"distilwhisper": _vs(-0.02, -0.06, 0.02)}),
+        ]
+    rows += [
+        _cell("ct2:distilwhisper-cs", "int8", "test", "ca", 0.9),  # another language's export: not a ca row
+        _cell("student-distilwhisper", "float32", "test_ood", "ca", 0.5),
+    ]
+    return {
+        "targets": ["ca"],
+        "roles": {"distilwhisper": "student-distilwhisper", "teacher": "ct2:teacher"},
+        "rows": rows,
+    }
+
+
+def test_the_comparison_shows_each_method_at_float32_and_int8_with_both_paired_differences():
+    lines = x.comparison("test")(_comparison())
+    table = [line for line in lines if line.startswith("| ca |")]
+    assert table == [
+        "| ca | teacher | 120 | 30.0 | **-10.0 [-15.0, -5.0]** | - | 30.0 | **-10.0 [-15.0, -5.0]** | - |",
+        "| ca | distilwhisper | 120 | 40.0 | - | **+10.0 [+5.0, +15.0]** | 40.0 | - | **+10.0 [+5.0, +15.0]** |",
+        "| ca | kd | 120 | 38.0 | -2.0 [-6.0, +2.0] | - | 38.0 | -2.0 [-6.0, +2.0] | - |",
+    ]
+    # the half-width of a student's interval on its difference from the main student, against the +-5-point goal
+    assert "- ca: ±4.0 points over 120 utterances; within the ±5-point goal" in lines
+    assert x.comparison("test_ood")(_comparison())[2] == "| ca | distilwhisper | 120 | 50.0 | - | - | - | - | - |"
