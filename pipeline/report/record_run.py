@@ -129,15 +129,16 @@ def cache_identities(caches: Path) -> dict[str, dict]:
     return found
 
 
-def run_revision(root: Path) -> str:
+def run_revision(root: Path, own: tuple[str, ...] = ("dvc.lock",)) -> str:
     """:func:`code_revision` of the run's checkout, where a changed ``dvc.lock`` (the run's own record of its
-    outputs) does not make the code dirty."""
+    outputs) does not make the code dirty, nor ``params.yaml`` where ``own`` names it (an experiment's, checked
+    against its overrides)."""
     revision = code_revision(root)
     if revision.endswith("+dirty"):
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
         ).stdout.splitlines()
-        if all(Path(line[3:]).name == "dvc.lock" for line in status):
+        if all(Path(line[3:]).name in own for line in status):
             return revision.removesuffix("+dirty")
     return revision
 
@@ -171,7 +172,7 @@ def run_record(data: Path, logs: Path, params_path: Path, note: str = "", overri
     return {
         "provenance": {
             "command": command,
-            "code": run_revision(params_path.parent),
+            "code": run_revision(params_path.parent, ("dvc.lock", "params.yaml") if overrides else ("dvc.lock",)),
             "date": times["finished"],
             "data": {
                 "corpus": corpus_id(params["prepare_data"]),

@@ -140,7 +140,7 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_the_run_s_own_dvc_lock_does_not_make_its_code_dirty(run, tmp_path):
+def test_the_run_s_own_dvc_lock_does_not_make_its_code_dirty(run, tmp_path, monkeypatch):
     root = run.parent
     (root / "dvc.lock").write_text("schema: '2.0'\n")
     _git(root, "init", "-q")
@@ -149,6 +149,17 @@ def test_the_run_s_own_dvc_lock_does_not_make_its_code_dirty(run, tmp_path):
     head = _git(root, "rev-parse", "--short=12", "HEAD")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what dvc repro does to it
     assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head
+    # an experiment's params.yaml (dvc exp run -S wrote it): its own when recorded as one, else a change
+    base = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(base + "extra: 1\n")
+    assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head + "+dirty"
+    here = tmp_path / "checkout"
+    here.mkdir()
+    (here / "params.yaml").write_text(base)
+    (here / "exp.overrides").write_text("+extra=1\n")
+    monkeypatch.chdir(here)
+    made = record_run(run, root / "logs", root / "params.yaml", tmp_path / "r.json", "", Path("exp.overrides"))
+    assert made["provenance"]["code"] == head
     (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text() + "# edited\n")  # code changed after the commit
     assert _record(run, tmp_path / "r.json")["provenance"]["code"] == head + "+dirty"
 
