@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -129,6 +130,25 @@ def cache_identities(caches: Path) -> dict[str, dict]:
     return found
 
 
+def student_training(students: Path) -> dict[str, dict]:
+    """Per trained student (``data/students/<name>/dev.json`` and ``train_log.jsonl``): its mode, its updates in
+    all and per language, the steps dev was decoded at, and the step(s) the dev rule chose."""
+    found = {}
+    for path in sorted(students.glob("*/dev.json")):
+        dev = json.loads(path.read_text(encoding="utf-8"))
+        log = path.parent / "train_log.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        updates = Counter(json.loads(line).get("language") for line in lines if line.strip())
+        found[path.parent.name] = {
+            "mode": dev["mode"],
+            "steps": dev["steps"],
+            "updates_by_language": {lang: updates[lang] for lang in sorted(updates, key=str)},
+            "dev_steps": [h["step"] for h in dev.get("history", [])],
+            "best_step": dev["best_step"],
+        }
+    return found
+
+
 def run_revision(root: Path, own: tuple[str, ...] = ("dvc.lock",)) -> str:
     """:func:`code_revision` of the run's checkout, where a changed ``dvc.lock`` (the run's own record of its
     outputs) does not make the code dirty, nor ``params.yaml`` where ``own`` names it (an experiment's, checked
@@ -197,6 +217,7 @@ def run_record(data: Path, logs: Path, params_path: Path, note: str = "", overri
         "longform": [_cell(r) | _pick(r, LONGFORM_KEYS) for r in (longform or {}).get("rows", [])],
         "prepared": {k: prepared[k] for k in ("read", "kept", "rejected", "hours", "by_split") if k in prepared},
         "caches": caches,
+        "students": student_training(data / "students"),
         "times": {k: v for k, v in times.items() if k != "finished"},
     }
 

@@ -121,6 +121,24 @@ def comparison(dataset: str):
     return render
 
 
+def training(result: dict) -> list[str]:
+    """How each student of a recorded run was trained and chosen: its updates (in all and per language), the
+    steps dev was decoded at, and the step the dev rule kept (per language where each language chose its own)."""
+    rows = []
+    for name, s in result.get("students", {}).items():
+        best = s["best_step"]
+        chosen = ", ".join(f"{lang} {step}" for lang, step in best.items()) if isinstance(best, dict) else str(best)
+        per_language = ", ".join(f"{lang} {n}" for lang, n in s["updates_by_language"].items())
+        rows.append([name, s["mode"], str(s["steps"]), per_language, ", ".join(map(str, s["dev_steps"])), chosen])
+    head = ["student", "mode", "updates", "updates per language", "dev decoded at step", "kept step"]
+    return markdown_table(head, rows, "llrlll") + [
+        "",
+        "One language a batch, in the same order for every student (the training seed). Step 0 is the untrained "
+        "student, the first candidate: a student that never beats it on dev keeps it. A student with experts keeps "
+        "each language's experts and gates from that language's best dev step; the others keep one step.",
+    ]
+
+
 def _vs(other: dict | None) -> str:
     return "-" if not other else _delta({"delta": other["delta"], "ci95": other["delta_ci95"]})
 

@@ -106,6 +106,14 @@ def write_run(root: Path) -> Path:
     }
     (data / "prepared" / "summary.json").write_text(json.dumps(summary))
     (data / "cache" / "whisper-base" / "cache.json").write_text(json.dumps(CACHE))
+    student = data / "students" / "distilwhisper"  # 4 updates, dev at 0 (untrained), 2 and 4; ca keeps step 2
+    student.mkdir(parents=True)
+    history = [{"step": step, "wer": 0.5} for step in (0, 2, 4)]
+    dev = {"mode": "distilwhisper", "languages": ["ca"], "steps": 4, "best_step": {"ca": 2}, "history": history}
+    (student / "dev.json").write_text(json.dumps(dev))
+    (student / "train_log.jsonl").write_text(
+        "".join(json.dumps({"step": i, "language": "ca"}) + "\n" for i in range(4))
+    )
     (root / "logs").mkdir()
     (root / "logs" / "stage_times.jsonl").write_text("".join(json.dumps(t) + "\n" for t in STAGE_TIMES))
     return data

@@ -58,6 +58,15 @@ def test_the_record_keeps_the_cells_the_docs_show(run, tmp_path):
     assert record["longform"][0]["start_error_median_s"] == 0.466
     assert record["roles"]["teacher"] == "ct2:teacher"
     assert record["caches"]["whisper-base"]["bytes"] == 200000
+    assert record["students"] == {
+        "distilwhisper": {
+            "mode": "distilwhisper",
+            "steps": 4,
+            "updates_by_language": {"ca": 4},
+            "dev_steps": [0, 2, 4],
+            "best_step": {"ca": 2},
+        }
+    }
 
 
 def test_stage_times_are_each_stage_s_latest(run, tmp_path):

@@ -115,3 +115,15 @@ def test_the_comparison_shows_each_method_at_float32_and_int8_with_both_paired_d
     # the half-width of a student's interval on its difference from the main student, against the +-5-point goal
     assert "- ca: ±4.0 points over 120 utterances; within the ±5-point goal" in lines
     assert x.comparison("test_ood")(_comparison())[2] == "| ca | distilwhisper | 120 | 50.0 | - | - | - | - | - |"
+
+
+def test_the_training_table_states_each_student_s_updates_and_the_dev_rule_s_choice():
+    students = {
+        "distilwhisper": {"mode": "distilwhisper", "steps": 4, "updates_by_language": {"ca": 2, "cs": 2},
+                          "dev_steps": [0, 2, 4], "best_step": {"ca": 2, "cs": 4}},
+        "kd": {"mode": "finetune", "steps": 4, "updates_by_language": {"ca": 2, "cs": 2}, "dev_steps": [0, 2, 4],
+               "best_step": 0},
+    }  # fmt: skip
+    lines = x.training({"students": students})
+    assert lines[2] == "| distilwhisper | distilwhisper | 4 | ca 2, cs 2 | 0, 2, 4 | ca 2, cs 4 |"
+    assert lines[3] == "| kd | finetune | 4 | ca 2, cs 2 | 0, 2, 4 | 0 |"
