@@ -59,7 +59,7 @@ class TrainConfig:
     ce_weight: float = 0.25
     gate_weight: float = 0.25
     kd_weight: float = 0.5
-    kd_loss: str = "js"
+    kd_loss: str = "js"  # js | kl (forward) | rkl (reverse): pipeline.student.losses.KD_LOSSES
     tail: str = "ghost"
     temperature: float = 1.0
     label_smoothing: float = 0.1

@@ -112,11 +112,29 @@ def sparse_kl(
     return _kl(log_p, log_q).mean() * temperature**2
 
 
+def sparse_rkl(
+    student_logits,
+    topk_ids,
+    topk_logprobs,
+    tail_logprob,
+    tail: str = "ghost",
+    temperature: float = 1.0,
+    teacher_temperature: float | None = None,
+) -> torch.Tensor:
+    """Reverse KL(student || teacher) over the same buckets, mean over positions, times T^2: mode-seeking where
+    forward KL is mass-covering. With ``ghost``, the student's mass outside the teacher's kept entries meets the
+    teacher's tail as one bucket (what the cache knows of it)."""
+    log_p, log_q = sparse_buckets(
+        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
+    )
+    return _kl(log_q, log_p).mean() * temperature**2
+
+
 def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
     return F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
 
 
-KD_LOSSES = {"js": sparse_js, "kl": sparse_kl}
+KD_LOSSES = {"js": sparse_js, "kl": sparse_kl, "rkl": sparse_rkl}
 
 
 def weighted_cross_entropy(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.student.losses import cross_entropy, sparse_js, sparse_kl
+from pipeline.student.losses import cross_entropy, sparse_js, sparse_kl, sparse_rkl
 
 
 def _case(seed: int, n=6, vocab=50, k=5):
@@ -41,7 +41,9 @@ def _dense_kl(p, q):
 
 @pytest.mark.parametrize("tail", ["renorm", "ghost"])
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-@pytest.mark.parametrize(("sparse", "dense"), [(sparse_js, _dense_js), (sparse_kl, _dense_kl)])
+@pytest.mark.parametrize(
+    ("sparse", "dense"), [(sparse_js, _dense_js), (sparse_kl, _dense_kl), (sparse_rkl, lambda p, q: _dense_kl(q, p))]
+)
 def test_sparse_loss_matches_dense_reference(tail, temperature, sparse, dense):
     student, ids, vals, tail_lp = _case(3)
     got = sparse(student, ids, vals, tail_lp, tail=tail, temperature=temperature)
@@ -69,7 +71,7 @@ def test_cross_entropy_uses_label_smoothing():
     assert cross_entropy(logits, torch.tensor([0]), 0.1) > cross_entropy(logits, torch.tensor([0]), 0.0)
 
 
-@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl])
+@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl, sparse_rkl])
 def test_renorm_retempers_a_cache_of_another_temperature_exactly(sparse):
     """A top-k stored at T_c = 1, trained at T = 2 (renorm), gives the loss of a top-k stored at T = 2."""
     g = torch.Generator().manual_seed(5)
@@ -88,7 +90,7 @@ def test_renorm_retempers_a_cache_of_another_temperature_exactly(sparse):
 
 @pytest.mark.parametrize("tail", ["renorm", "ghost"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl])
+@pytest.mark.parametrize("sparse", [sparse_js, sparse_kl, sparse_rkl])
 def test_padding_entries_take_no_part(tail, dtype, sparse):
     """A position keeping fewer entries (min_prob caches: padding has log-prob -inf) gives the loss and the
     gradients of that position with only its kept entries, the padding's mass staying in the tail."""
