@@ -11,7 +11,7 @@ from pipeline.cache.format import LABELLED_FORMAT_VERSION
 from pipeline.report.comparison import compared_rows, power_lines
 from pipeline.report.docs import CURRENT, DocTable, experiment_params, markdown_table
 from pipeline.report.pool_labels import LABEL_HEAD, label_rows
-from pipeline.report.tables_results import interval, pct, with_source
+from pipeline.report.tables_results import interval, pct, stages, time_line, with_source
 
 RESULTS = "bench/results"
 # the pool experiment: today's corpus and settings, on a cache with teacher-labelled rows
@@ -108,11 +108,12 @@ def comparison(dataset: str):
             other = r.get("vs", {}).get(main)
             if other and r["model"] not in ("teacher", "untrained", main):
                 widths.setdefault(r["language"], []).append((other["delta_ci95"][1] - other["delta_ci95"][0]) / 2)
+        engine = "CTranslate2" if result["roles"]["teacher"].startswith("ct2:") else "PyTorch"
         return markdown_table(head, table) + [
             "",
             "Error rate in %; beside it, in points, this row minus the main student and minus the teacher over the "
             "same utterances, with the 95 % paired bootstrap interval (**bold**: it leaves out 0). float32: the "
-            "PyTorch students (exact routing) and the CTranslate2 teacher; int8: the CTranslate2 exports, one per "
+            f"PyTorch students (exact routing) and the {engine} teacher; int8: the CTranslate2 exports, one per "
             "language for a student with experts, one for every language otherwise.",
             "",
             *power_lines(dataset, widths, mine),
@@ -161,4 +162,11 @@ TABLES: dict[str, DocTable] = {
     "experiment-pool-labels": with_source(f"{RESULTS}/teacher_label_gain.json", pool_labels, POOL_CLAIMS),
     "experiment-pool-rates": with_source(f"{RESULTS}/teacher_label_gain.json", pool_rates, POOL_CLAIMS),
     "experiment-pool-differences": with_source(f"{RESULTS}/teacher_label_gain.json", pool_differences, POOL_CLAIMS),
+    "experiment-comparison-test": with_source(COMPARISON, comparison("test"), COMPARISON_CLAIMS),
+    "experiment-comparison-test_ood": with_source(COMPARISON, comparison("test_ood"), COMPARISON_CLAIMS),
+    "experiment-comparison-training": with_source(COMPARISON, training, COMPARISON_CLAIMS),
+    "experiment-comparison-stages": with_source(COMPARISON, stages, COMPARISON_CLAIMS),
+    "experiment-comparison-time": DocTable(
+        COMPARISON, lambda run: time_line(run, "docs/experiments.md#the-papers-comparison"), COMPARISON_CLAIMS
+    ),
 }
