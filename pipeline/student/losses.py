@@ -78,56 +78,38 @@ def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def sparse_js(
-    student_logits,
-    topk_ids,
-    topk_logprobs,
-    tail_logprob,
-    tail: str = "ghost",
-    temperature: float = 1.0,
-    teacher_temperature: float | None = None,
-) -> torch.Tensor:
-    """Jensen-Shannon divergence, mean over positions, times T^2."""
-    log_p, log_q = sparse_buckets(
-        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
-    )
+def _js(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     log_m = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0, dtype=log_p.dtype))
-    js = 0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))
-    return js.mean() * temperature**2
+    return 0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))
 
 
-def sparse_kl(
-    student_logits,
-    topk_ids,
-    topk_logprobs,
-    tail_logprob,
-    tail: str = "ghost",
-    temperature: float = 1.0,
-    teacher_temperature: float | None = None,
-) -> torch.Tensor:
-    """Forward KL(teacher || student), mean over positions, times T^2."""
-    log_p, log_q = sparse_buckets(
-        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
-    )
-    return _kl(log_p, log_q).mean() * temperature**2
+def _bucket_loss(divergence):
+    """A KD loss: ``divergence(teacher, student)`` per position over :func:`sparse_buckets`, mean, times T^2."""
+
+    def loss(
+        student_logits,
+        topk_ids,
+        topk_logprobs,
+        tail_logprob,
+        tail: str = "ghost",
+        temperature: float = 1.0,
+        teacher_temperature: float | None = None,
+    ) -> torch.Tensor:
+        log_p, log_q = sparse_buckets(
+            student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
+        )
+        return divergence(log_p, log_q).mean() * temperature**2
+
+    return loss
 
 
-def sparse_rkl(
-    student_logits,
-    topk_ids,
-    topk_logprobs,
-    tail_logprob,
-    tail: str = "ghost",
-    temperature: float = 1.0,
-    teacher_temperature: float | None = None,
-) -> torch.Tensor:
-    """Reverse KL(student || teacher) over the same buckets, mean over positions, times T^2: mode-seeking where
-    forward KL is mass-covering. With ``ghost``, the student's mass outside the teacher's kept entries meets the
-    teacher's tail as one bucket (what the cache knows of it)."""
-    log_p, log_q = sparse_buckets(
-        student_logits, topk_ids, topk_logprobs, tail_logprob, tail, temperature, teacher_temperature
-    )
-    return _kl(log_q, log_p).mean() * temperature**2
+# Jensen-Shannon divergence.
+sparse_js = _bucket_loss(_js)
+# Forward KL(teacher || student).
+sparse_kl = _bucket_loss(_kl)
+# Reverse KL(student || teacher) over the same buckets: mode-seeking where forward KL is mass-covering. With
+# ``ghost``, the student's mass outside the teacher's kept entries meets the teacher's tail as one bucket.
+sparse_rkl = _bucket_loss(lambda log_p, log_q: _kl(log_q, log_p))
 
 
 def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
